@@ -1,0 +1,66 @@
+"""Where each visual token of a LLaVA-Next image sits, in the order stock LLaVA-Next feeds them.
+
+An image becomes P partitions (partition 0 = the whole image squashed, 1..P-1 = crops of an
+nph x npw grid), each with side x side patch tokens. Stock LLaVA-Next un-pads the combined
+sub-image canvas; the tokens it keeps are the candidates every method chooses from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.models.llava_next.modeling_llava_next import (
+    get_anyres_image_grid_shape,
+    image_size_to_num_patches,
+    unpad_image,
+)
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """Token geometry of one image (sizes in patches, indices into its P * side * side tokens)."""
+
+    image_size: tuple[int, int]  # original (height, width) in pixels
+    grid: tuple[int, int]  # sub-image grid (rows nph, cols npw); (0, 0) when there is no anyres grid
+    side: int  # patch tokens per partition side (24 for CLIP ViT-L/14 at 336 px)
+    candidates: torch.Tensor  # (N_full,) flat token index p * side**2 + j, in stock order
+    canvas: tuple[int, int]  # un-padded sub-image canvas (rows, cols) in patches
+
+    @property
+    def partitions(self) -> int:
+        return 1 + self.grid[0] * self.grid[1]
+
+    @property
+    def n_full(self) -> int:
+        """Candidates: base tokens plus the sub-image tokens stock LLaVA-Next keeps (no newlines)."""
+        return int(self.candidates.numel())
+
+    @property
+    def stock_tokens(self) -> int:
+        """What stock LLaVA-Next feeds the LLM: candidates plus one newline per canvas row."""
+        return self.n_full + (self.canvas[0] if self.partitions > 1 else 0)
+
+    def valid_per_partition(self) -> torch.Tensor:
+        """(P,) number of candidate (non-padding) tokens in each partition."""
+        return torch.bincount(self.candidates // self.side**2, minlength=self.partitions)
+
+
+def image_layout(image_size: tuple[int, int], config) -> ImageLayout:
+    """Layout of a (height, width) pixel image for a LlavaNextConfig, by transformers' own geometry."""
+    vision = config.vision_config
+    side = vision.image_size // vision.patch_size
+    n = side * side
+    partitions = image_size_to_num_patches(list(image_size), config.image_grid_pinpoints, vision.image_size)
+    base = torch.arange(n)
+    if partitions == 1:
+        return ImageLayout(tuple(image_size), (0, 0), side, base, (side, side))
+    nph, npw = get_anyres_image_grid_shape(list(image_size), config.image_grid_pinpoints, vision.image_size)
+    # canvas[y, x] = flat index of the token drawn there, laid out as pack_image_features lays features out
+    rows = torch.arange(nph * side)[:, None]
+    cols = torch.arange(npw * side)[None, :]
+    partition = 1 + (rows // side) * npw + cols // side
+    canvas = partition * n + (rows % side) * side + cols % side
+    kept = unpad_image(canvas[None], list(image_size))[0]
+    candidates = torch.cat([base, kept.reshape(-1)])
+    return ImageLayout(tuple(image_size), (nph, npw), side, candidates, tuple(kept.shape))

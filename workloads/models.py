@@ -1,0 +1,148 @@
+"""The model under test: a preset (random or pretrained weights), a local folder or a cached HF id."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, LlavaNextConfig, LlavaNextForConditionalGeneration
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+from workloads.errors import InputError
+from workloads.presets import CLIP_336_PROCESSOR, PRESETS, VICUNA_TEMPLATE
+from workloads.text import offline_tokenizer
+
+WEIGHTS = ("auto", "pretrained", "random")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to measure, with the inputs it needs and a plain account of what it is."""
+
+    model: LlavaNextForConditionalGeneration
+    tokenizer: object  # text -> ids: a transformers tokenizer
+    image_processor: LlavaNextImageProcessorPil
+    name: str  # preset name, folder or Hugging Face id
+    weights: str  # "pretrained" | "random"
+    template: str  # prompt format with "<image>" and "{prompt}"
+    notes: list[str] = field(default_factory=list)  # said plainly to the user
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer(self.template.replace("{prompt}", prompt))["input_ids"]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but torch sees no CUDA GPU on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} GPU(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device type {dev.type!r} is not supported (use cpu or cuda)")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":  # half precision as deployed on GPUs; float32 where CPU kernels are fast
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r} (use auto, {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def resolve_model_name(model: str, device: torch.device) -> str:
+    if model == "auto":
+        return "llava-next-7b" if device.type == "cuda" else "tiny"
+    return model
+
+
+def find_pretrained(name: str) -> Path | None:
+    """A local folder, or a cached Hugging Face snapshot, with config and weights; never downloads."""
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(name, local_files_only=True))
+        except Exception:  # not cached, or not a valid repo id: both mean "not here"
+            return None
+    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+    return path if (path / "config.json").is_file() and has_weights else None
+
+
+def load_model(model: str, weights: str, dtype: str, device: str, seed: int = 0) -> LoadedModel:
+    """Build or load the model named by `model` (see `hired-bench run --help`) on `device`."""
+    if weights not in WEIGHTS:
+        raise InputError(f"unknown weights {weights!r} (use {', '.join(WEIGHTS)})")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    name = resolve_model_name(model, dev)
+    notes = []
+    if model == "auto":
+        where = "a GPU" if dev.type == "cuda" else "no GPU found, CPU"
+        notes.append(f"model auto -> {name} ({where})")
+    preset = PRESETS.get(name)
+    lookup = preset.hf_id if preset else name
+    source = find_pretrained(lookup) if weights != "random" and lookup else None
+    if preset is None and source is None and weights != "random":
+        presets = ", ".join(PRESETS)
+        raise InputError(
+            f"unknown model {name!r}: not a preset ({presets}), nor a local folder or cached Hugging Face id "
+            "with weights (downloads are off)"
+        )
+    if weights == "pretrained" and source is None:
+        where = preset.hf_id if preset and preset.hf_id else name
+        raise InputError(f"--weights pretrained: no local weights for {name} (looked for {where})")
+    if source is not None:
+        loaded = _load_pretrained(name, source, torch_dtype, dev, preset)
+    else:
+        config = preset.config() if preset else _cached_config(name)
+        loaded = _build_random(name, config, torch_dtype, dev, seed, preset.template if preset else None)
+        why = "" if preset is None or preset.hf_id is None else f"; {preset.hf_id} not found locally"
+        loaded.notes.append(f"random weights (timing and memory are real, outputs are not{why})")
+    loaded.notes[:0] = notes
+    return loaded
+
+
+def _cached_config(name: str) -> LlavaNextConfig:
+    try:
+        return LlavaNextConfig.from_pretrained(name, local_files_only=True)
+    except Exception as exc:
+        raise InputError(f"unknown model {name!r}: no local config for it (downloads are off)") from exc
+
+
+def _build_random(name, config, dtype, device, seed, template) -> LoadedModel:
+    torch.manual_seed(seed)
+    with torch.device(device):  # initialise on the target device: fast on GPUs, no host copy
+        model = LlavaNextForConditionalGeneration._from_config(config, dtype=dtype)
+    model.eval()
+    tokenizer = offline_tokenizer(config)
+    processor = LlavaNextImageProcessorPil(**CLIP_336_PROCESSOR)
+    return LoadedModel(model, tokenizer, processor, name, "random", template or VICUNA_TEMPLATE)
+
+
+def _load_pretrained(name, path: Path, dtype, device, preset) -> LoadedModel:
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    model = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype, device_map=str(device))
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    processor = LlavaNextImageProcessorPil.from_pretrained(path)
+    template = preset.template if preset else VICUNA_TEMPLATE
+    notes = [f"pretrained weights from {path}"]
+    return LoadedModel(model, tokenizer, processor, name, "pretrained", template, notes)
