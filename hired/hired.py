@@ -39,27 +39,40 @@ def split_budget(
     """Tokens per partition [N_0, N_1, ...] summing to exactly n_budget.
 
     N_0 = min(floor(alpha * n_budget), base_cap); sub-image i gets floor(N_sub * s_i / sum s)
-    capped at caps[i], then what floors and caps left goes by largest remainder (ties: lower
-    index), never above a cap. What the sub-images cannot hold goes back to the base partition.
+    capped at caps[i]; what the floors left goes by largest remainder (ties: lower index).
+    A capped cell's excess is re-split over the other cells in proportion to their scores
+    (water-filling), so no cell exceeds its cap and shares stay proportional; what the
+    sub-images cannot hold at all goes back to the base partition.
     """
     if n_budget > base_cap + sum(caps):
         raise ValueError(f"budget of {n_budget} tokens exceeds the {base_cap + sum(caps)} candidates")
     n0 = min(math.floor(alpha * n_budget), base_cap)
-    n_sub = n_budget - n0
+    n_sub = min(n_budget - n0, sum(caps))
     s = [float(v) for v in scores]
-    total = sum(s)
-    if total <= 0:  # no attention signal at all: share by size
-        s, total = [float(c) for c in caps], float(sum(caps))
-    exact = [n_sub * v / total for v in s]
-    counts = [min(math.floor(e), cap) for e, cap in zip(exact, caps, strict=True)]
+    exact = [0.0] * len(caps)
+    open_cells = [i for i, cap in enumerate(caps) if cap > 0]
+    remaining = float(n_sub)
+    while open_cells:
+        weights = [s[i] for i in open_cells]
+        if sum(weights) <= 0:  # no attention signal left: share by size
+            weights = [float(caps[i]) for i in open_cells]
+        total = sum(weights)
+        share = {i: remaining * w / total for i, w in zip(open_cells, weights, strict=True)}
+        over = [i for i in open_cells if share[i] > caps[i]]
+        if not over:
+            for i, v in share.items():
+                exact[i] = v
+            break
+        for i in over:
+            exact[i] = float(caps[i])
+            remaining -= caps[i]
+        open_cells = [i for i in open_cells if i not in over]
+    counts = [math.floor(e + 1e-9) for e in exact]
     left = n_sub - sum(counts)
-    order = sorted(range(len(caps)), key=lambda i: (-(exact[i] - math.floor(exact[i])), i))
-    while left > 0 and any(counts[i] < caps[i] for i in order):
-        for i in order:
-            if left and counts[i] < caps[i]:
-                counts[i] += 1
-                left -= 1
-    return [n0 + left, *counts]
+    order = sorted(range(len(caps)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[:left]:
+        counts[i] += 1
+    return [n_budget - n_sub, *counts]
 
 
 def top_tokens(scores: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:

@@ -1,0 +1,32 @@
+# make bench / make test do all set-up on a fresh machine (Python 3.10+ with venv and pip).
+PYTHON ?= python3
+VENV ?= .venv
+VENV_ARGS ?=
+# Without an NVIDIA GPU, torch is installed first from this spec so that nothing pulls CUDA packages.
+CPU_TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install bench test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/python -m pip install -q "$(CPU_TORCH)"; fi
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+bench: install
+	$(BIN)/hired-bench run --budget 0.2 --batch 4
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

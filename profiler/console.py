@@ -1,0 +1,85 @@
+"""The side-by-side table `hired-bench run` prints: each method against the full-token baseline."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+
+def _median(metrics: dict, name: str) -> float | None:
+    stats = metrics.get(name)
+    return stats["median"] if stats else None
+
+
+def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
+    return "n/a" if value is None else format(value * scale, spec)
+
+
+def _ratio(value: float | None, base: float | None, invert: bool = False) -> str:
+    if value is None or base is None or value == 0 or base == 0:
+        return "n/a"
+    return f"{(base / value) if invert else (value / base):.2f}×"
+
+
+def _tokens(visual: dict) -> str:
+    kept, full = visual["kept"], visual["full"]
+    share = sum(kept) / sum(full)
+    if len(set(kept)) == 1 and len(set(full)) == 1:
+        return f"{kept[0]}/{full[0]} ({share:.0%})"
+    return f"Σ {sum(kept)}/{sum(full)} ({share:.0%})"
+
+
+def peak_memory(metrics: dict) -> float | None:
+    """The memory figure the table compares: torch max allocated (the HiRED paper's), else NVML's."""
+    peaks = metrics.get("peak_memory_gib") or {}
+    for key in ("torch_allocated", "nvml_process", "nvml_device"):
+        if peaks.get(key) is not None:
+            return peaks[key]
+    return None
+
+
+def results_table(records: list[dict], title: str) -> Table:
+    """One row per record; ratios against the first ok record whose method is `none`."""
+    base = next(
+        (r["metrics"] for r in records if r["status"] == "ok" and r["config"]["method"] == "none"), None
+    )
+    table = Table(title=title, title_justify="left")
+    for name, justify in [
+        ("method", "left"),
+        ("budget", "right"),
+        ("visual tokens\nkept/full", "right"),
+        ("TTFT\ns", "right"),
+        ("TPOT\nms", "right"),
+        ("decode\ntok/s", "right"),
+        ("e2e\ntok/s", "right"),
+        ("peak mem\nGiB", "right"),
+        ("TTFT\nspeed-up", "right"),
+        ("e2e tok/s\n× base", "right"),
+        ("memory\n× base", "right"),
+    ]:
+        table.add_column(name, justify=justify)
+    for r in records:
+        cfg = r["config"]
+        label = cfg["method"] + (" (baseline)" if cfg["method"] == "none" else "")
+        budget = f"{cfg['budget']:.0%}"
+        if r["status"] != "ok":
+            table.add_row(label, budget, f"[red]{r['status'].upper()}[/]: {r['error']}", *[""] * 8)
+            continue
+        m = r["metrics"]
+        ttft, tpot = _median(m, "ttft_s"), _median(m, "tpot_s")
+        decode, e2e = _median(m, "decode_tokens_per_s"), _median(m, "e2e_tokens_per_s")
+        mem = peak_memory(m)
+        b = base or {}
+        table.add_row(
+            label,
+            budget,
+            _tokens(m["visual_tokens"]),
+            _fmt(ttft, ".3f"),
+            _fmt(tpot, ".1f", 1e3),
+            _fmt(decode, ".1f"),
+            _fmt(e2e, ".1f"),
+            _fmt(mem, ".2f"),
+            _ratio(ttft, _median(b, "ttft_s"), invert=True),
+            _ratio(e2e, _median(b, "e2e_tokens_per_s")),
+            _ratio(mem, peak_memory(b) if b else None),
+        )
+    return table

@@ -1,0 +1,246 @@
+"""Measuring points on a model built once: warm-up, repeats, statistics, one record per point.
+
+A point is (method, budget, parameters) on a workload (images, prompt, new tokens). A failure
+inside a point (out of memory, any exception) becomes that point's record; the caller goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+from transformers import LogitsProcessorList
+
+from hired.glue import PreparedBatch, pad_id, prepare_batch
+from hired.methods import METHODS
+from profiler.memory import MemorySampler, Nvml, gib, reset_torch_peak, torch_peak_gib
+from profiler.metrics import PHASES, request_metrics
+from profiler.records import make_record
+from profiler.stats import summarize
+from profiler.timing import StepClock, Timeline
+from workloads.models import LoadedModel
+
+SCALAR_METRICS = (
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "decode_tokens_per_s",
+    "e2e_tokens_per_s",
+    "prefill_tokens_per_s",
+)
+
+
+@dataclass
+class Workload:
+    images: list[Image.Image]
+    prompt: str
+    new_tokens: int
+    image_source: str = "synthetic"
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class Point:
+    method: str
+    budget: float
+    params: dict = field(default_factory=dict)
+    fidelity: str = "paper"
+
+
+@dataclass
+class RequestResult:
+    times: dict[str, float]
+    steps: list[float]
+    tokens: torch.Tensor  # (B, T) generated ids, on the host
+    batch: PreparedBatch
+
+
+def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestResult:
+    """One request, timed from t0 (before preprocessing) to the last token on the host."""
+    timeline = Timeline(lm.device)
+    clock = StepClock(timeline)
+    timeline.start()
+    pixels = lm.image_processor(workload.images, return_tensors="pt")
+    prompt_ids = [lm.prompt_ids(workload.prompt)] * workload.batch_size
+    pixel_values = pixels["pixel_values"].to(lm.device)
+    image_sizes = [tuple(s) for s in pixels["image_sizes"].tolist()]
+    timeline.mark("preprocess")
+    method = METHODS[point.method]
+    batch = prepare_batch(
+        lm.model, pixel_values, image_sizes, prompt_ids, method, point.budget, point.params, timeline.mark
+    )
+    with torch.inference_mode():
+        out = lm.model.generate(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=workload.new_tokens,
+            min_new_tokens=workload.new_tokens,  # EOS ignored: every request makes exactly T tokens
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=pad_id(lm.model),
+            logits_processor=LogitsProcessorList([clock]),
+        )
+    tokens = out.cpu()
+    timeline.mark_host("end")
+    times, steps = timeline.times()
+    if clock.calls != workload.new_tokens or tokens.shape[1] != workload.new_tokens:
+        raise RuntimeError(
+            f"generate made {tokens.shape[1]} tokens in {clock.calls} steps, not {workload.new_tokens}"
+        )
+    return RequestResult(times, steps, tokens, batch)
+
+
+def aggregate(per_request: list[dict]) -> dict:
+    """Stats objects over the measured requests, per DESIGN.md's metrics."""
+    out = {name: summarize([r[name] for r in per_request]) for name in SCALAR_METRICS}
+    out["itl_s"] = summarize([gap for r in per_request for gap in r["itl_s"]])
+    out["phases_s"] = {phase: summarize([r["phases_s"][phase] for r in per_request]) for phase in PHASES}
+    return out
+
+
+@dataclass
+class Runner:
+    """Measures points on one loaded model and turns each into a result record."""
+
+    lm: LoadedModel
+    run_id: str
+    hardware: dict
+    warmup: int = 2
+    repeats: int = 5
+    seed: int = 0
+    save_outputs: bool = False
+    nvml: Nvml | None = None
+    nvml_reason: str | None = "not opened"
+    baseline_device_gib: float | None = None  # NVML device use before the model was loaded
+    on_request: Callable[[], None] = lambda: None
+
+    def config(self, workload: Workload, point: Point) -> dict:
+        return {
+            "model": self.lm.name,
+            "weights": self.lm.weights,
+            "dtype": str(self.lm.dtype).removeprefix("torch."),
+            "device": str(self.lm.device),
+            "method": point.method,
+            "budget": point.budget,
+            "fidelity": point.fidelity,
+            "method_params": point.params,
+            "batch_size": workload.batch_size,
+            "image_sizes": [list(img.size) for img in workload.images],
+            "image_source": workload.image_source,
+            "prompt": workload.prompt,
+            "prompt_tokens": None,  # per sample, text + visual tokens: known once a request ran
+            "new_tokens": workload.new_tokens,
+            "warmup": self.warmup,
+            "repeats": self.repeats,
+            "memory_cap_gib": None,
+            "seed": self.seed,
+        }
+
+    def measure(self, workload: Workload, point: Point) -> dict:
+        """Warm-up, then measured repeats; always returns a record (status ok, oom or error)."""
+        config = self.config(workload, point)
+        sampler = MemorySampler(self.nvml) if self.nvml else None
+        try:
+            torch.manual_seed(self.seed)
+            for _ in range(self.warmup):
+                run_request(self.lm, workload, point)
+                self.on_request()
+            per_request, torch_peaks, nvml_peaks = [], [], []
+            for _ in range(self.repeats):
+                reset_torch_peak(self.lm.device)
+                if sampler:
+                    sampler.begin()
+                try:
+                    result = run_request(self.lm, workload, point)
+                finally:
+                    if sampler:
+                        nvml_peaks.append(sampler.end())
+                torch_peaks.append(torch_peak_gib(self.lm.device))
+                per_request.append(
+                    request_metrics(
+                        result.times,
+                        result.steps,
+                        workload.batch_size,
+                        workload.new_tokens,
+                        result.batch.prompt_tokens,
+                    )
+                )
+                self.on_request()
+        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+            metrics = {"peak_memory_gib": self._memory_now()}
+            self._release()
+            return make_record(self.run_id, "oom", config, self.hardware, metrics, error=_message(exc))
+        except Exception as exc:
+            self._release()
+            return make_record(self.run_id, "error", config, self.hardware, None, error=_message(exc))
+        config["prompt_tokens"] = result.batch.prompt_tokens
+        metrics = aggregate(per_request)
+        metrics["peak_memory_gib"] = self._peaks(torch_peaks, nvml_peaks)
+        metrics["energy_j"] = {"per_request": None, "per_token": None}
+        metrics["visual_tokens"] = _visual_tokens(result.batch)
+        metrics["unavailable"] = self._unavailable(metrics["peak_memory_gib"])
+        outputs = result.tokens.tolist() if self.save_outputs else None
+        return make_record(self.run_id, "ok", config, self.hardware, metrics, outputs=outputs)
+
+    def _peaks(self, torch_peaks: list, nvml_peaks: list) -> dict:
+        allocated = [a for a, _ in torch_peaks if a is not None]
+        reserved = [r for _, r in torch_peaks if r is not None]
+        device = [p.device_bytes for p in nvml_peaks if p.device_bytes is not None]
+        process = [p.process_bytes for p in nvml_peaks if p.process_bytes is not None]
+        return {
+            "torch_allocated": max(allocated, default=None),
+            "torch_reserved": max(reserved, default=None),
+            "nvml_device": gib(max(device, default=None)),
+            "nvml_process": gib(max(process, default=None)),
+            "baseline_device": self.baseline_device_gib,
+        }
+
+    def _memory_now(self) -> dict:
+        allocated, reserved = torch_peak_gib(self.lm.device)
+        device = gib(self.nvml.device_used_bytes()) if self.nvml else None
+        return {
+            "torch_allocated": allocated,
+            "torch_reserved": reserved,
+            "nvml_device": device,
+            "nvml_process": None,
+            "baseline_device": self.baseline_device_gib,
+        }
+
+    def _unavailable(self, peaks: dict) -> dict:
+        """Why a metric is null on this machine (a null metric is never a made-up 0)."""
+        reasons = {"energy_j": "not measured by this suite version"}
+        if self.lm.device.type != "cuda":
+            reasons["peak_memory_gib.torch_allocated"] = "no CUDA device: torch tracks no CPU peak"
+            reasons["peak_memory_gib.torch_reserved"] = "no CUDA device: torch tracks no CPU peak"
+        if self.nvml is None:
+            for key in ("nvml_device", "nvml_process", "baseline_device"):
+                reasons[f"peak_memory_gib.{key}"] = self.nvml_reason
+        elif peaks["nvml_process"] is None:
+            reasons["peak_memory_gib.nvml_process"] = "NVML lists no memory for this PID (PID namespace?)"
+        return reasons
+
+    def _release(self) -> None:
+        """Free what a failed point left behind, so the next point measures like a fresh one."""
+        gc.collect()
+        if self.lm.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _visual_tokens(batch: PreparedBatch) -> dict:
+    full = [layout.n_full for layout in batch.layouts]
+    return {
+        "full": full,
+        "kept": list(batch.kept),
+        "achieved_budget": [k / f for k, f in zip(batch.kept, full, strict=True)],
+    }
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()

@@ -1,0 +1,168 @@
+"""Profiler pieces: statistics, metric definitions, the timeline, NVML (against a fake), records."""
+
+import json
+import statistics
+import time
+from itertools import pairwise
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from profiler.memory import GIB, MemorySampler, Nvml
+from profiler.metrics import request_metrics
+from profiler.records import append_record, make_record, read_records
+from profiler.stats import coefficient_of_variation, summarize
+from profiler.timing import StepClock, Timeline
+
+
+def test_summarize_against_statistics_and_numpy():
+    values = [0.31, 0.29, 0.35, 0.30, 0.50, 0.33]
+    s = summarize(values)
+    assert s["median"] == statistics.median(values)
+    assert s["mean"] == pytest.approx(statistics.fmean(values))
+    assert s["stdev"] == pytest.approx(statistics.stdev(values))
+    assert s["p90"] == pytest.approx(float(np.percentile(values, 90)))
+    assert (s["min"], s["max"], s["values"]) == (0.29, 0.50, values)
+    assert coefficient_of_variation(s) == pytest.approx(statistics.stdev(values) / statistics.fmean(values))
+
+
+def test_summarize_edge_cases():
+    assert summarize([]) is None and summarize([None, None]) is None
+    one = summarize([2.0])
+    assert one["stdev"] is None and one["median"] == one["p90"] == 2.0
+    assert coefficient_of_variation(one) is None
+
+
+def test_request_metrics_follow_the_definitions():
+    # B = 2 samples, T = 5 tokens; first token at 1.0 s, steps every 0.1 s, end at 1.45 s
+    times = {
+        "preprocess": 0.1,
+        "vision": 0.4,
+        "select": 0.45,
+        "project": 0.5,
+        "first_token": 1.0,
+        "end": 1.45,
+    }
+    steps = [1.0, 1.1, 1.2, 1.3, 1.4]
+    m = request_metrics(times, steps, batch_size=2, new_tokens=5, prompt_tokens=[600, 400])
+    assert m["ttft_s"] == 1.0 and m["e2e_s"] == 1.45
+    assert m["tpot_s"] == pytest.approx(0.45 / 4)
+    assert m["decode_tokens_per_s"] == pytest.approx(2 * 4 / 0.45)
+    assert m["e2e_tokens_per_s"] == pytest.approx(2 * 5 / 1.45)
+    assert m["prefill_tokens_per_s"] == pytest.approx(1000 / 0.5)
+    assert m["itl_s"] == pytest.approx([0.1] * 4)
+    assert m["phases_s"] == pytest.approx(
+        {"preprocess": 0.1, "vision": 0.3, "select": 0.05, "project": 0.05, "prefill": 0.5, "decode": 0.45}
+    )
+    assert sum(m["phases_s"].values()) == pytest.approx(m["e2e_s"])
+
+
+def test_single_token_has_no_decode_metrics():
+    times = {"preprocess": 0.1, "vision": 0.2, "select": 0.2, "project": 0.3, "first_token": 0.5, "end": 0.5}
+    m = request_metrics(times, [0.5], batch_size=1, new_tokens=1, prompt_tokens=[10])
+    assert m["tpot_s"] is None and m["decode_tokens_per_s"] is None and m["itl_s"] == []
+
+
+def test_cpu_timeline_and_step_clock():
+    tl = Timeline(torch.device("cpu"))
+    tl.start()
+    time.sleep(0.01)
+    tl.mark("preprocess")
+    clock = StepClock(tl)
+    scores = torch.randn(2, 7)
+    for _ in range(4):
+        time.sleep(0.002)
+        assert clock(torch.zeros(2, 1, dtype=torch.long), scores) is scores  # changes nothing
+    tl.mark_host("end")
+    named, steps = tl.times()
+    assert clock.calls == 4 and len(steps) == 4
+    assert 0.01 <= named["preprocess"] < named["first_token"] == steps[0] < steps[-1] < named["end"]
+    assert all(b - a >= 0.002 for a, b in pairwise(steps))
+
+
+class FakeNVMLError(Exception):
+    pass
+
+
+class FakeNvml:
+    """The slice of pynvml the suite uses; memory readings come from a script."""
+
+    NVMLError = FakeNVMLError
+
+    def __init__(self, used=(1, 2, 3), processes=None, init_error=None):
+        self.used = list(used)
+        self.processes = processes  # callable -> list of (pid, bytes)
+        self.init_error = init_error
+        self.calls = 0
+
+    def nvmlInit(self):
+        if self.init_error:
+            raise self.init_error
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return ("handle", uuid)
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        self.calls += 1
+        value = self.used[min(self.calls - 1, len(self.used) - 1)]
+        return SimpleNamespace(used=value, total=80 * GIB)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [
+            SimpleNamespace(pid=p, usedGpuMemory=b) for p, b in (self.processes() if self.processes else [])
+        ]
+
+
+def test_nvml_open_off_cuda_and_when_library_missing(monkeypatch):
+    nvml, reason = Nvml.open(torch.device("cpu"), FakeNvml())
+    assert nvml is None and "no CUDA device" in reason
+    # a CUDA device whose NVML library is missing: the reason is NVML's message
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid="abc"))
+    nvml, reason = Nvml.open(
+        torch.device("cuda"), FakeNvml(init_error=FakeNVMLError("NVML Shared Library Not Found"))
+    )
+    assert nvml is None and "NVML Shared Library Not Found" in reason
+
+
+def test_nvml_matches_the_torch_device_by_uuid(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=f"uuid-of-{i}"))
+    nvml, reason = Nvml.open(torch.device("cuda:1"), FakeNvml())
+    assert reason is None and nvml.handle == ("handle", "GPU-uuid-of-1")
+
+
+def test_sampler_keeps_peaks_and_process_memory(monkeypatch):
+    import os
+
+    readings = [5 * GIB, 9 * GIB, 7 * GIB]
+    fake = FakeNvml(used=readings, processes=lambda: [(1, 100), (os.getpid(), 3 * GIB)])
+    sampler = MemorySampler(Nvml(fake, "h", os.getpid()), interval_s=0.001)
+    sampler.begin()
+    time.sleep(0.05)
+    peaks = sampler.end()
+    assert peaks.device_bytes == 9 * GIB and peaks.process_bytes == 3 * GIB
+    assert peaks.samples >= 10  # well above 200 Hz over 50 ms
+
+
+def test_sampler_when_pid_is_not_visible():
+    fake = FakeNvml(used=[GIB], processes=lambda: [(1, 100)])
+    sampler = MemorySampler(Nvml(fake, "h", pid=424242), interval_s=0.001)
+    sampler.begin()
+    peaks = sampler.end()
+    assert peaks.device_bytes == GIB and peaks.process_bytes is None
+
+
+def test_records_append_flush_and_survive_a_half_written_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    first = make_record("run1", "ok", {"method": "none"}, {}, {"x": 1})
+    append_record(path, first)
+    append_record(path, make_record("run1", "error", {"method": "hired"}, {}, None, error="E: boom"))
+    with open(path, "a") as f:
+        f.write('{"schema_version": 1, "run_id": "run1", "sta')  # a run killed mid-write
+    records = read_records(path)
+    assert [r["status"] for r in records] == ["ok", "error"]
+    assert records[0] == json.loads(json.dumps(first))
+    with pytest.raises(AssertionError):
+        make_record("run1", "fine", {}, {}, None)
