@@ -197,7 +197,7 @@ def run(
         out.print(results_table(records, title))
         out.print(
             f"medians of {repeats} measured requests after {warmup} warm-up · peak mem = torch max allocated "
-            f"(n/a without CUDA) · the baseline's kept tokens include LLaVA-Next's newline tokens\n"
+            f"(n/a without CUDA)\nthe baseline's kept tokens include LLaVA-Next's newline tokens · "
             f"records appended to {output}",
             highlight=False,
         )
@@ -219,4 +219,8 @@ def _progress() -> Progress:
 
 def main() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted: every point measured so far is in the results file", highlight=False)
+        sys.exit(130)

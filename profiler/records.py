@@ -52,12 +52,15 @@ def make_record(
 
 def check_writable(path: Path) -> None:
     """Fail early, before any measuring, if results cannot be appended to `path`."""
+    existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a"):
             pass
     except OSError as exc:
         raise InputError(f"cannot write results to {path}: {exc.strerror or exc}") from exc
+    if not existed:
+        path.unlink()  # leave nothing behind if the run stops before its first record
 
 
 def append_record(path: Path, record: dict) -> None:

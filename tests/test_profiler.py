@@ -166,3 +166,48 @@ def test_records_append_flush_and_survive_a_half_written_line(tmp_path):
     assert records[0] == json.loads(json.dumps(first))
     with pytest.raises(AssertionError):
         make_record("run1", "fine", {}, {}, None)
+
+
+class FakeEvent:
+    """torch.cuda.Event stand-in: takes the host time when recorded."""
+
+    def __init__(self, enable_timing=False):
+        self.ns = None
+
+    def record(self, stream=None):
+        self.ns = time.perf_counter_ns()
+
+    def elapsed_time(self, end):
+        return (end.ns - self.ns) / 1e6  # milliseconds, as CUDA reports
+
+
+def test_cuda_timeline_synchronises_only_for_the_first_token_and_the_end(monkeypatch):
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: syncs.append(device))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    tl = Timeline(torch.device("cuda", 0))
+    tl.start()
+    for phase in ("preprocess", "vision", "select", "project"):
+        time.sleep(0.001)
+        tl.mark(phase)
+    assert syncs == []  # phase boundaries are events: no waiting for the GPU
+    for _ in range(6):
+        time.sleep(0.001)
+        tl.step()
+    assert len(syncs) == 1  # the first token, which TTFT defines as on the host
+    tl.mark_host("end")
+    named, steps = tl.times()
+    assert len(syncs) == 2 and len(steps) == 6
+    order = [named[k] for k in ("preprocess", "vision", "select", "project", "first_token", "end")]
+    assert order == sorted(order) and named["first_token"] == steps[0] and steps == sorted(steps)
+    assert all(isinstance(ev, FakeEvent) for ev in tl._events.values())
+
+
+def test_torch_peaks_in_gib(monkeypatch):
+    from profiler.memory import torch_peak_gib
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * GIB)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 7 * GIB // 2)
+    assert torch_peak_gib(torch.device("cuda", 0)) == (3.0, 3.5)
+    assert torch_peak_gib(torch.device("cpu")) == (None, None)

@@ -139,7 +139,8 @@ def _build_random(name, config, dtype, device, seed, template) -> LoadedModel:
 
 def _load_pretrained(name, path: Path, dtype, device, preset) -> LoadedModel:
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    model = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype, device_map=str(device))
+    # no device_map: that needs accelerate; safetensors load memory-mapped, then move once
+    model = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     processor = LlavaNextImageProcessorPil.from_pretrained(path)
