@@ -94,6 +94,8 @@ def expand_prompts(
     prompt_ids: list[list[int]], counts: list[int], image_token_id: int, pad: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace each prompt's single image token by counts[i] placeholders; left-pad to one length."""
+    if pad == image_token_id:
+        raise ValueError("the pad token id must differ from the image token id")
     rows = []
     for ids, n in zip(prompt_ids, counts, strict=True):
         if ids.count(image_token_id) != 1:

@@ -93,10 +93,10 @@ METHODS: dict[str, Method] = {
 def method_params(method: Method, shape: VisionShape, overrides: dict | None = None) -> dict:
     """The method's defaults for this vision tower with the given overrides (None values ignored), checked."""
     params = method.defaults(shape)
-    unknown = set(overrides or {}) - set(params)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if unknown & set(given):
-        raise ValueError(f"method {method.name!r} takes no parameter(s) {sorted(unknown & set(given))}")
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        raise ValueError(f"method {method.name!r} takes no parameter(s) {unknown}")
     params.update(given)
     if "alpha" in params and not 0.0 <= params["alpha"] <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {params['alpha']}")

@@ -27,6 +27,8 @@ from workloads.presets import PRESETS
 app = typer.Typer(
     help="Benchmark LLaVA-Next with and without visual-token dropping (HiRED, ...): "
     "time to first token, tokens/s and peak GPU memory.",
+    epilog="Example: hired-bench run --budget 0.2 --batch 4  (HiRED keeping 20% of the visual tokens, "
+    "4 images per request, against the full-token baseline)",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -174,13 +176,13 @@ def run(
             lm,
             run_id,
             fingerprint(lm.device, nvml),
-            warmup,
-            repeats,
-            seed,
-            save_outputs,
-            nvml,
-            nvml_reason,
-            baseline_gib,
+            warmup=warmup,
+            repeats=repeats,
+            seed=seed,
+            save_outputs=save_outputs,
+            nvml=nvml,
+            nvml_reason=nvml_reason,
+            baseline_device_gib=baseline_gib,
             on_request=lambda: progress.advance(task),
         )
         for point in points:

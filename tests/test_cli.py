@@ -255,3 +255,8 @@ def test_help_explains_every_option_with_units():
     ):
         assert option in text
     assert "in (0, 1]" in text and "WIDTHxHEIGHT in pixels" in text and "[default: 0.2]" in text
+
+
+def test_method_parameters_belong_to_the_method(tmp_path):
+    result = invoke("--model", "tiny", "--method", "none", "--alpha", "0.3", "--output", str(tmp_path / "r"))
+    assert result.exit_code == 2 and "takes no parameter(s) ['alpha']" in result.stderr
