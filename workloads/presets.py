@@ -55,18 +55,23 @@ def _llava_next(vision: CLIPVisionConfig, text: LlamaConfig) -> LlavaNextConfig:
     )
 
 
-def _clip_vit_l_336() -> CLIPVisionConfig:
+def _clip_336(hidden: int, intermediate: int, layers: int, heads: int, projection: int) -> CLIPVisionConfig:
+    """CLIP ViT/14 at 336 px: 24 x 24 = 576 patch tokens per partition."""
     return CLIPVisionConfig(
         image_size=336,
         patch_size=14,
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        projection_dim=768,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        projection_dim=projection,
         hidden_act="quick_gelu",
         layer_norm_eps=1e-5,
     )
+
+
+def _clip_vit_l_336() -> CLIPVisionConfig:
+    return _clip_336(hidden=1024, intermediate=4096, layers=24, heads=16, projection=768)
 
 
 def _vicuna(hidden: int, intermediate: int, layers: int, heads: int) -> LlamaConfig:
@@ -90,16 +95,7 @@ def _vicuna(hidden: int, intermediate: int, layers: int, heads: int) -> LlamaCon
 
 def _tiny() -> LlavaNextConfig:
     # Real geometry (336 px, patch 14, 576 tokens per partition, the anyres pinpoints) at toy widths.
-    vision = CLIPVisionConfig(
-        image_size=336,
-        patch_size=14,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        projection_dim=32,
-        hidden_act="quick_gelu",
-    )
+    vision = _clip_336(hidden=64, intermediate=128, layers=4, heads=4, projection=32)
     text = _vicuna(hidden=64, intermediate=128, layers=2, heads=4)
     return _llava_next(vision, text)
 
