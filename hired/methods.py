@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the registry stays importable without torch, so the CLI starts fast
+    import torch
 
-from hired.hired import select_hired
-from hired.layout import ImageLayout
+    from hired.layout import ImageLayout
 
 
 @dataclass
@@ -57,6 +58,8 @@ def budget_tokens(budget: float, n_full: int) -> int:
 
 
 def _select_hired(images: list[ImageTokens], budget: float, params: dict) -> list[Selection]:
+    from hired.hired import select_hired
+
     out = []
     for image in images:
         keep = select_hired(

@@ -12,17 +12,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from hired.glue import vision_shape
 from hired.methods import METHODS, method_params
 from profiler.console import results_table
-from profiler.hardware import fingerprint
-from profiler.memory import Nvml, gib
 from profiler.records import append_record, check_writable, new_run_id
-from profiler.runner import Point, Runner, Workload
 from workloads.errors import InputError
 from workloads.images import folder_images, parse_size, synthetic_images
-from workloads.models import WEIGHTS, load_model, resolve_device
-from workloads.presets import PRESETS
+from workloads.presets import PRESETS, WEIGHTS
 
 app = typer.Typer(
     help="Benchmark LLaVA-Next with and without visual-token dropping (HiRED, ...): "
@@ -147,6 +142,13 @@ def run(
             raise InputError(f"unknown --weights {weights!r} (use {', '.join(WEIGHTS)})")
         pictures, source = load_images(image_size or ["600x600"], images, batch, seed)
         check_writable(output)
+        # torch and transformers load here, after the checks that need neither (about 5 s)
+        from hired.glue import vision_shape
+        from profiler.hardware import fingerprint
+        from profiler.memory import Nvml, gib
+        from profiler.runner import Point, Runner, Workload
+        from workloads.models import load_model, resolve_device
+
         dev = resolve_device(device)
         nvml, nvml_reason = Nvml.open(dev)
         baseline_gib = gib(nvml.device_used_bytes()) if nvml else None

@@ -11,10 +11,9 @@ from transformers import AutoTokenizer, LlavaNextConfig, LlavaNextForConditional
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 from workloads.errors import InputError
-from workloads.presets import CLIP_336_PROCESSOR, PRESETS, VICUNA_TEMPLATE
+from workloads.presets import CLIP_336_PROCESSOR, PRESETS, VICUNA_TEMPLATE, WEIGHTS
 from workloads.text import offline_tokenizer
 
-WEIGHTS = ("auto", "pretrained", "random")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 

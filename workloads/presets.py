@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
+if TYPE_CHECKING:  # transformers is imported when a config is built, so the CLI starts fast
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
 
 # LLaVA-Next's anyres resolutions (height, width), as in llava-hf/llava-v1.6-*.
 PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
@@ -28,6 +30,8 @@ CLIP_336_PROCESSOR = {
 # What llava-hf/llava-v1.6-vicuna-7b-hf's chat template writes for one image and one question.
 VICUNA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
 
+WEIGHTS = ("auto", "pretrained", "random")  # pretrained if found locally, else random
+
 IMAGE_TOKEN_ID = 32000  # "<image>" in llava-hf's Vicuna tokenizer
 PAD_TOKEN_ID = 0  # llava-hf's config and generation_config pad with <unk>
 
@@ -42,6 +46,8 @@ class Preset:
 
 
 def _llava_next(vision: CLIPVisionConfig, text: LlamaConfig) -> LlavaNextConfig:
+    from transformers import LlavaNextConfig
+
     return LlavaNextConfig(
         vision_config=vision.to_dict(),
         text_config=text.to_dict(),
@@ -57,6 +63,8 @@ def _llava_next(vision: CLIPVisionConfig, text: LlamaConfig) -> LlavaNextConfig:
 
 def _clip_336(hidden: int, intermediate: int, layers: int, heads: int, projection: int) -> CLIPVisionConfig:
     """CLIP ViT/14 at 336 px: 24 x 24 = 576 patch tokens per partition."""
+    from transformers import CLIPVisionConfig
+
     return CLIPVisionConfig(
         image_size=336,
         patch_size=14,
@@ -75,6 +83,8 @@ def _clip_vit_l_336() -> CLIPVisionConfig:
 
 
 def _vicuna(hidden: int, intermediate: int, layers: int, heads: int) -> LlamaConfig:
+    from transformers import LlamaConfig
+
     return LlamaConfig(
         vocab_size=32064,
         hidden_size=hidden,
