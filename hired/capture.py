@@ -1,8 +1,9 @@
 """One pass of LLaVA-Next's vision tower that keeps what the methods need.
 
 Forward hooks take the projector's input (the `vision_feature_layer` output) and, for the layers
-a method asks for, the CLS row of the attention computed from that layer's q/k projections, so
-no 577 x 577 matrix is materialised and the tower keeps its fast (sdpa) attention.
+a method asks for, the CLS query and all keys of that layer's attention. Methods compute the
+attention they need from those (per head for HiRED, full width for PruMerge), so no 577 x 577
+matrix is materialised and the tower keeps its fast (sdpa) attention.
 """
 
 from __future__ import annotations
@@ -12,19 +13,30 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hired.layout import ImageLayout
+
 
 @dataclass
-class VisionOutput:
-    """Vision tower results for a batch of images, partitions of all images stacked."""
+class VisionBatch:
+    """Vision tower results for a batch of images; partitions of all images stacked (sum P rows)."""
 
-    features: torch.Tensor  # (sum P, side**2, C) projector input, CLS dropped
-    partitions: list[int]  # partitions per image, to split the stack
-    cls_attention: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (sum P, heads, side**2)
+    layouts: list[ImageLayout]
+    features: torch.Tensor  # (sum P, n, C) projector input, CLS dropped
+    heads: int  # attention heads of the vision tower
+    queries: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (sum P, C) CLS query
+    keys: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (sum P, 1 + n, C), CLS first
 
-    def per_image(self) -> list[tuple[torch.Tensor, dict[int, torch.Tensor]]]:
-        feats = self.features.split(self.partitions)
-        attn = {layer: a.split(self.partitions) for layer, a in self.cls_attention.items()}
-        return [(f, {layer: a[i] for layer, a in attn.items()}) for i, f in enumerate(feats)]
+    @property
+    def partitions(self) -> list[int]:
+        return [layout.partitions for layout in self.layouts]
+
+    def cls_attention(self, layer: int, heads: int | None = None) -> torch.Tensor:
+        """(sum P, heads, n) softmax CLS row at the patch keys; heads=1 is full width (no head split)."""
+        return cls_attention(self.queries[layer], self.keys[layer], heads or self.heads)
+
+    def split(self, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-image views of a (sum P, ...) tensor."""
+        return tensor.split(self.partitions)
 
 
 def vision_layers(model) -> torch.nn.ModuleList:
@@ -57,26 +69,25 @@ def cls_attention(query_cls: torch.Tensor, keys: torch.Tensor, heads: int) -> to
 
 
 @contextmanager
-def _hooks(model, attention_layers: set[int], store: dict):
+def _hooks(model, layers_needed: set[int], store: dict):
     layers = vision_layers(model)
-    heads = model.config.vision_config.num_attention_heads
     handles = []
 
     def keep_features(_module, _inputs, output):
         store["features"] = output[0] if isinstance(output, tuple) else output
 
     handles.append(layers[feature_layer_index(model)].register_forward_hook(keep_features))
-    for layer in sorted(attention_layers):
+    for layer in sorted(layers_needed):
         attn = layers[layer].self_attn
 
         def keep_query(_m, _i, out, layer=layer):
             store[("q", layer)] = out[:, 0]
 
-        def make_cls_attention(_m, _i, out, layer=layer):
-            store[layer] = cls_attention(store.pop(("q", layer)), out, heads)
+        def keep_keys(_m, _i, out, layer=layer):
+            store[("k", layer)] = out
 
         handles.append(attn.q_proj.register_forward_hook(keep_query))
-        handles.append(attn.k_proj.register_forward_hook(make_cls_attention))
+        handles.append(attn.k_proj.register_forward_hook(keep_keys))
     try:
         yield
     finally:
@@ -93,19 +104,25 @@ def stack_partitions(pixel_values: torch.Tensor, partitions: list[int]) -> torch
 
 @torch.inference_mode()
 def encode_images(
-    model, pixel_values: torch.Tensor, partitions: list[int], attention_layers: set[int] = frozenset()
-) -> VisionOutput:
+    model, pixel_values: torch.Tensor, layouts: list[ImageLayout], layers_needed: set[int] = frozenset()
+) -> VisionBatch:
     """Run the vision tower once over every partition of every image."""
     depth = len(vision_layers(model))
-    bad = [layer for layer in attention_layers if not 0 <= layer < depth]
+    bad = [layer for layer in layers_needed if not 0 <= layer < depth]
     if bad:
-        raise ValueError(f"attention layer(s) {bad} outside the vision tower's 0..{depth - 1}")
-    stacked = stack_partitions(pixel_values, partitions)
+        raise ValueError(f"vision layer(s) {bad} outside the tower's 0..{depth - 1}")
+    stacked = stack_partitions(pixel_values, [layout.partitions for layout in layouts])
     tower = model.model.vision_tower
     store: dict = {}
-    with _hooks(model, set(attention_layers), store):
+    with _hooks(model, set(layers_needed), store):
         tower(stacked.to(tower.dtype))
     features = store.pop("features")
     if model.config.vision_feature_select_strategy == "default":
         features = features[:, 1:]
-    return VisionOutput(features, list(partitions), {layer: store[layer] for layer in attention_layers})
+    return VisionBatch(
+        layouts,
+        features,
+        model.config.vision_config.num_attention_heads,
+        {layer: store[("q", layer)] for layer in layers_needed},
+        {layer: store[("k", layer)] for layer in layers_needed},
+    )

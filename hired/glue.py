@@ -15,7 +15,7 @@ import torch
 
 from hired.capture import encode_images, feature_layer_index, vision_layers
 from hired.layout import ImageLayout, image_layout
-from hired.methods import ImageTokens, Method, Selection, VisionShape
+from hired.methods import Method, Selection, VisionShape
 
 
 def vision_shape(model) -> VisionShape:
@@ -38,6 +38,14 @@ def _no_mark(_name: str) -> None:
     return None
 
 
+def uses_stock_path(method: Method, budget: float | None, fidelity: str) -> bool:
+    """Stock LLaVA-Next (newlines included): `none` or budget 1.0, in paper fidelity.
+
+    The released HiRED code has its own full path (all candidates, no newlines): reference fidelity.
+    """
+    return fidelity == "paper" and (method.name == "none" or (budget is not None and budget >= 1.0))
+
+
 @torch.inference_mode()
 def prepare_batch(
     model,
@@ -45,29 +53,31 @@ def prepare_batch(
     image_sizes: list[tuple[int, int]],
     prompt_ids: list[list[int]],
     method: Method,
-    budget: float,
+    budget: float | None,
     params: dict,
+    fidelity: str = "paper",
     mark: Callable[[str], None] = _no_mark,
 ) -> PreparedBatch:
-    """Vision, selection and projection for one batch; `mark` is called after each of those phases."""
+    """Vision, selection and projection for one batch; `mark` is called after each of those phases.
+
+    budget: fraction of visual tokens kept, or None for a method's adaptive count.
+    """
     config = model.config
     layouts = [image_layout(tuple(size), config) for size in image_sizes]
-    partitions = [layout.partitions for layout in layouts]
-    stock = method.select is None or budget >= 1.0
-    layers = set() if stock else method.attention_layers(params)
-    vision = encode_images(model, pixel_values.to(model.device), partitions, layers)
+    stock = uses_stock_path(method, budget, fidelity)
+    layers = set() if stock else method.layers(params)
+    vision = encode_images(model, pixel_values.to(model.device), layouts, layers)
     mark("vision")
     inner = model.model
     if stock:
         mark("select")
-        projected = inner.multi_modal_projector(vision.features).split(partitions)
+        projected = inner.multi_modal_projector(vision.features).split(vision.partitions)
         features, _ = inner.pack_image_features(
             projected, torch.tensor(image_sizes), config.vision_feature_select_strategy, inner.image_newline
         )
         selections = None
     else:
-        images = [ImageTokens(lay, f, a) for lay, (f, a) in zip(layouts, vision.per_image(), strict=True)]
-        selections = method.select(images, budget, params)
+        selections = method.select(vision, budget, fidelity, params)
         mark("select")
         counts = [s.tokens.shape[0] for s in selections]
         features = inner.multi_modal_projector(torch.cat([s.tokens for s in selections])).split(counts)

@@ -83,28 +83,62 @@ def top_tokens(scores: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tenso
 
 
 def select_hired(
-    layout: ImageLayout,
-    cls_attention: dict[int, torch.Tensor],
-    n_budget: int,
-    alpha: float,
-    l_init: int,
-    l_final: int,
+    layout: ImageLayout, init_scores: torch.Tensor, final_scores: torch.Tensor, n_budget: int, alpha: float
 ) -> torch.Tensor:
-    """Boolean keep-mask over layout.candidates with exactly n_budget True entries."""
+    """Positions into layout.candidates of exactly n_budget kept tokens, in stock order.
+
+    init_scores: (side**2,) base-partition CLS attention at l_init, summed over heads.
+    final_scores: (P, side**2) CLS attention at l_final per partition, summed over heads.
+    """
     n = layout.side**2
     p = layout.partitions
-    final = cls_attention[l_final].sum(dim=1)  # (P, n): f_p[j] = sum_h a_p[l_final, h, j]
-    is_candidate = torch.zeros(p * n, dtype=torch.bool, device=final.device)
-    is_candidate[layout.candidates.to(final.device)] = True
+    device = final_scores.device
+    candidates = layout.candidates.to(device)
+    is_candidate = torch.zeros(p * n, dtype=torch.bool, device=device)
+    is_candidate[candidates] = True
     valid = is_candidate.view(p, n)
     if p == 1:
         budgets = [n_budget]
     else:
-        base = cls_attention[l_init][0].sum(dim=0)  # (n,) base partition, heads summed
         caps = valid[1:].sum(dim=1).tolist()
-        budgets = split_budget(n_budget, region_scores(base, layout.grid, layout.side), caps, alpha, n)
-    kept = torch.zeros(p * n, dtype=torch.bool, device=final.device)
+        budgets = split_budget(n_budget, region_scores(init_scores, layout.grid, layout.side), caps, alpha, n)
+    kept = torch.zeros(p * n, dtype=torch.bool, device=device)
     for part, k in enumerate(budgets):
         if k:
-            kept[part * n + top_tokens(final[part], valid[part], k)] = True
-    return kept[layout.candidates.to(final.device)]
+            kept[part * n + top_tokens(final_scores[part], valid[part], k)] = True
+    return kept[candidates].nonzero().squeeze(1)
+
+
+def select_hired_reference(
+    layout: ImageLayout, init_scores: torch.Tensor, final_scores: torch.Tensor, budget: float, alpha: float
+) -> torch.Tensor:
+    """Flat token indices kept by the released HiRED code, in its output order (stock order, no newlines).
+
+    Its arithmetic, reproduced: N_total = int(P * 576 * b) over all partitions, padding included;
+    N_0 = min(int(N_total * alpha), 576); N_sub = min(N_total - N_0, (P - 1) * 576). The sub-image
+    shares come from a top-int(576 * (1 - alpha)) mask of the base's l_init attention counted over
+    flat raster chunks (reshape(nph, npw, -1)), int-truncated and capped at 576 (remainders lost).
+    Top-k runs over all 576 tokens of a partition; un-padding then drops what fell in padding.
+    """
+    n = layout.side**2
+    p = layout.partitions
+    device = final_scores.device
+    candidates = layout.candidates.to(device)
+    if p == 1 or budget >= 1.0:  # the released code only selects when the rate is below 1
+        return candidates
+    n_total = int(p * n * budget)
+    n0 = min(int(n_total * alpha), n)
+    n_sub = min(n_total - n0, (p - 1) * n)
+    mask = torch.zeros(n, dtype=torch.bool, device=device)
+    mask[torch.topk(init_scores.float(), int(n * (1 - alpha))).indices] = True
+    counts = mask.reshape(layout.grid[0], layout.grid[1], -1).sum(-1).reshape(-1).float()
+    if counts.sum() == 0:
+        raise ValueError(
+            "reference HiRED is undefined here: its mask is empty (alpha = 1), it divides 0 by 0"
+        )
+    budgets = [n0, *(counts / counts.sum() * n_sub).int().clamp(max=n).tolist()]
+    kept = torch.zeros(p * n, dtype=torch.bool, device=device)
+    for part, k in enumerate(budgets):
+        if k:
+            kept[part * n + torch.topk(final_scores[part].float(), k).indices] = True
+    return candidates[kept[candidates]]

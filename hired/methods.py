@@ -1,8 +1,9 @@
 """Token-selection methods behind one interface, and the registry the CLI and runner use.
 
-A method sees, per image, the projector-input features of every partition, the CLS attention of
-the layers it asked for and the token layout, and returns what the projector should receive.
-`none` (and any method at budget 1.0) is the stock LLaVA-Next path, newline tokens included.
+A method gets the batch's vision output (projector-input features, and the CLS query and keys of
+the layers it asked for) and returns, per image, what the projector should receive. In paper
+fidelity, `none` and any method at budget 1.0 take the stock LLaVA-Next path (newline tokens
+included) instead; see hired.glue.uses_stock_path.
 """
 
 from __future__ import annotations
@@ -15,16 +16,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the registry stays importable without torch, so the CLI starts fast
     import torch
 
-    from hired.layout import ImageLayout
+    from hired.capture import VisionBatch
 
-
-@dataclass
-class ImageTokens:
-    """One image's vision output, as a method sees it."""
-
-    layout: ImageLayout
-    features: torch.Tensor  # (P, side**2, C) projector input
-    cls_attention: dict[int, torch.Tensor]  # layer -> (P, heads, side**2)
+FIDELITIES = ("paper", "reference")
 
 
 @dataclass
@@ -32,7 +26,7 @@ class Selection:
     """What a method keeps of one image."""
 
     tokens: torch.Tensor  # (k, C) projector input, in the order the LLM receives it
-    kept: torch.Tensor  # flat indices p * side**2 + j of the chosen tokens (for drawing and checks)
+    kept: torch.Tensor | None  # flat indices p * side**2 + j of chosen tokens; None if not a subset (pooling)
 
 
 @dataclass(frozen=True)
@@ -43,13 +37,18 @@ class VisionShape:
     feature_layer: int
 
 
+Select = Callable[["VisionBatch", "float | None", str, dict], list[Selection]]
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
     summary: str
     defaults: Callable[[VisionShape], dict]
-    attention_layers: Callable[[dict], set[int]]
-    select: Callable[[list[ImageTokens], float, dict], list[Selection]] | None  # None: stock path
+    layers: Callable[[dict], set[int]]  # vision layers whose CLS query and keys the method reads
+    select: Select
+    fidelities: tuple[str, ...] = ("paper",)
+    adaptive: bool = False  # can choose its own token count (budget None, "adaptive" on the CLI)
 
 
 def budget_tokens(budget: float, n_full: int) -> int:
@@ -57,38 +56,115 @@ def budget_tokens(budget: float, n_full: int) -> int:
     return math.floor(budget * n_full + 0.5)
 
 
-def _select_hired(images: list[ImageTokens], budget: float, params: dict) -> list[Selection]:
-    from hired.hired import select_hired
+def _hired(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+    from hired.hired import select_hired, select_hired_reference
+
+    summed = {
+        layer: batch.split(batch.cls_attention(layer).sum(1))
+        for layer in {params["l_init"], params["l_final"]}
+    }
+    out = []
+    for i, (layout, features) in enumerate(zip(batch.layouts, batch.split(batch.features), strict=True)):
+        init, final = summed[params["l_init"]][i][0], summed[params["l_final"]][i]
+        if fidelity == "reference":
+            kept = select_hired_reference(layout, init, final, budget, params["alpha"])
+        else:
+            kept = layout.candidates.to(final.device)[
+                select_hired(layout, init, final, budget_tokens(budget, layout.n_full), params["alpha"])
+            ]
+        out.append(Selection(features.flatten(0, 1)[kept], kept))
+    return out
+
+
+def _all_candidates(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+    out = []
+    for layout, features in zip(batch.layouts, batch.split(batch.features), strict=True):
+        kept = layout.candidates.to(features.device)
+        out.append(Selection(features.flatten(0, 1)[kept], kept))
+    return out
+
+
+def _random(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+    from hired.baselines import random_tokens
 
     out = []
-    for image in images:
-        keep = select_hired(
-            image.layout,
-            image.cls_attention,
-            budget_tokens(budget, image.layout.n_full),
-            params["alpha"],
-            params["l_init"],
-            params["l_final"],
-        )
-        kept = image.layout.candidates.to(keep.device)[keep]
-        out.append(Selection(image.features.flatten(0, 1)[kept], kept))
+    for layout, features in zip(batch.layouts, batch.split(batch.features), strict=True):
+        positions = random_tokens(layout, budget_tokens(budget, layout.n_full), params["seed"])
+        kept = layout.candidates[positions].to(features.device)
+        out.append(Selection(features.flatten(0, 1)[kept], kept))
     return out
+
+
+def _pool(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+    from hired.baselines import pool_tokens
+
+    return [
+        Selection(pool_tokens(layout, features, budget), None)
+        for layout, features in zip(batch.layouts, batch.split(batch.features), strict=True)
+    ]
+
+
+def _prumerge(plus: bool) -> Select:
+    def select(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+        from hired.prumerge import select_prumerge
+
+        return select_prumerge(batch, budget, fidelity, params, plus)
+
+    return select
+
+
+def _prumerge_defaults(shape: VisionShape) -> dict:
+    return {"layer": shape.depth - 1, "neighbours": 32}
 
 
 METHODS: dict[str, Method] = {
     "none": Method(
         "none",
-        "all visual tokens: stock LLaVA-Next (the baseline)",
+        "all visual tokens (the baseline): stock LLaVA-Next; reference: all candidates, no newlines",
         defaults=lambda shape: {},
-        attention_layers=lambda params: set(),
-        select=None,
+        layers=lambda params: set(),
+        select=_all_candidates,  # reference fidelity only; paper fidelity takes the stock path
+        fidelities=FIDELITIES,
     ),
     "hired": Method(
         "hired",
         "HiRED: budget split by layer-l_init CLS attention, top tokens by layer-l_final CLS attention",
         defaults=lambda shape: {"alpha": 0.5, "l_init": 0, "l_final": shape.feature_layer},
-        attention_layers=lambda params: {params["l_init"], params["l_final"]},
-        select=_select_hired,
+        layers=lambda params: {params["l_init"], params["l_final"]},
+        select=_hired,
+        fidelities=FIDELITIES,
+    ),
+    "prumerge": Method(
+        "prumerge",
+        "PruMerge: outlier or top tokens by last-layer CLS attention, merged with their 32 nearest keys",
+        defaults=_prumerge_defaults,
+        layers=lambda params: {params["layer"]},
+        select=_prumerge(plus=False),
+        fidelities=FIDELITIES,
+        adaptive=True,
+    ),
+    "prumerge+": Method(
+        "prumerge+",
+        "PruMerge+: PruMerge plus spatially uniform tokens",
+        defaults=_prumerge_defaults,
+        layers=lambda params: {params["layer"]},
+        select=_prumerge(plus=True),
+        fidelities=FIDELITIES,
+        adaptive=True,
+    ),
+    "random": Method(
+        "random",
+        "round(b * N_full) tokens drawn uniformly (seeded), stock order",
+        defaults=lambda shape: {"seed": 0},
+        layers=lambda params: set(),
+        select=_random,
+    ),
+    "pool": Method(
+        "pool",
+        "average pooling of the base grid and the sub-image canvas to the nearest grid of b * tokens",
+        defaults=lambda shape: {},
+        layers=lambda params: set(),
+        select=_pool,
     ),
 }
 
@@ -101,9 +177,28 @@ def method_params(method: Method, shape: VisionShape, overrides: dict | None = N
     if unknown:
         raise ValueError(f"method {method.name!r} takes no parameter(s) {unknown}")
     params.update(given)
+    if params.get("neighbours", 1) < 1:
+        raise ValueError(f"neighbours must be at least 1, got {params['neighbours']}")
     if "alpha" in params and not 0.0 <= params["alpha"] <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {params['alpha']}")
-    for key in ("l_init", "l_final"):
+    for key in ("l_init", "l_final", "layer"):
         if key in params and not 0 <= params[key] < shape.depth:
             raise ValueError(f"{key} must be a vision layer in 0..{shape.depth - 1}, got {params[key]}")
     return params
+
+
+def check_point(method: Method, budget: float | None, fidelity: str) -> None:
+    """Refuse combinations a method does not define (adaptive budget, unknown fidelity)."""
+    if fidelity not in method.fidelities:
+        raise ValueError(
+            f"method {method.name!r} has no {fidelity!r} fidelity (it has {', '.join(method.fidelities)})"
+        )
+    if budget is None and not method.adaptive and method.name != "none":
+        adaptive = ", ".join(m.name for m in METHODS.values() if m.adaptive)
+        raise ValueError(f"method {method.name!r} needs a numeric budget; adaptive methods: {adaptive}")
+    if budget is not None and fidelity == "reference" and method.adaptive:
+        raise ValueError(
+            f"{method.name} reference fidelity is adaptive only (its released code takes no budget)"
+        )
+    if budget is not None and not 0.0 < budget <= 1.0:
+        raise ValueError(f"budget must be in (0, 1] (a fraction of the visual tokens kept), got {budget}")

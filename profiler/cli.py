@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from hired.methods import METHODS, method_params
+from hired.methods import FIDELITIES, METHODS, check_point, method_params
 from profiler.console import results_table
 from profiler.records import append_record, check_writable, new_run_id
 from workloads.errors import InputError
@@ -35,6 +35,10 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 DEFAULT_PROMPT = "What is shown in this image?"
+BASELINE_NOTE = {
+    "paper": "the baseline is stock LLaVA-Next: its kept tokens include the newline tokens",
+    "reference": "the baseline is the HiRED code's full path: every candidate token, no newline tokens",
+}
 DEFAULT_OUTPUT = Path("results/results.jsonl")
 
 
@@ -49,17 +53,79 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def check_inputs(budget: float, batch: int, new_tokens: int, warmup: int, repeats: int, method: str) -> None:
+def parse_budget(text: str) -> float | None:
+    """'0.2' -> 0.2; 'adaptive' -> None (the method's own count)."""
+    if text.strip().lower() == "adaptive":
+        return None
+    try:
+        budget = float(text)
+    except ValueError:
+        raise InputError(f"--budget must be a fraction in (0, 1] or 'adaptive', got {text!r}") from None
     if not 0.0 < budget <= 1.0:
-        raise InputError(f"--budget must be in (0, 1] (a fraction of the visual tokens kept), got {budget}")
+        raise InputError(f"--budget must be in (0, 1] (a fraction of the visual tokens kept), got {budget:g}")
+    return budget
+
+
+def method_names(method: str, budget: float | None, fidelity: str) -> list[str]:
+    """Methods measured against the baseline; 'all' = every method defined for this budget and fidelity."""
+    if fidelity not in FIDELITIES:
+        raise InputError(f"unknown --fidelity {fidelity!r} (use {', '.join(FIDELITIES)})")
+    if method == "all":
+        names = [n for n, m in METHODS.items() if n != "none" and _defined(m, budget, fidelity)]
+        if not names:
+            raise InputError(f"no method is defined for budget {budget or 'adaptive'} in {fidelity} fidelity")
+        return names
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)}, all)")
+    try:
+        check_point(METHODS[method], budget, fidelity)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return [] if method == "none" else [method]
+
+
+def _defined(method, budget: float | None, fidelity: str) -> bool:
+    try:
+        check_point(method, budget, fidelity)
+    except ValueError:
+        return False
+    return True
+
+
+def plan_points(
+    names: list[str], budget: float | None, fidelity: str, shape, overrides: dict, seed: int
+) -> list:
+    """The baseline and one point per method, each with its checked parameters."""
+    from profiler.runner import Point
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    points, used = [Point("none", 1.0, {}, fidelity)], set()
+    for name in names:
+        method = METHODS[name]
+        defaults = method.defaults(shape)
+        mine = {k: v for k, v in given.items() if k in defaults} | (
+            {"seed": seed} if "seed" in defaults else {}
+        )
+        used |= set(mine)
+        try:
+            points.append(Point(name, budget, method_params(method, shape, mine), fidelity))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    unused = sorted(set(given) - used)
+    if unused:
+        raise InputError(
+            f"option(s) {', '.join(unused)} not taken by method(s): {', '.join(names) or 'none'}"
+        )
+    return points
+
+
+def check_inputs(batch: int, new_tokens: int, warmup: int, repeats: int) -> None:
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
     if new_tokens < 1:
         raise InputError(f"--new-tokens must be at least 1, got {new_tokens}")
     if warmup < 0 or repeats < 1:
         raise InputError(f"--warmup must be >= 0 and --repeats >= 1, got {warmup} and {repeats}")
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
 
 
 def load_images(image_size: list[str], images: Path | None, batch: int, seed: int):
@@ -80,11 +146,24 @@ def run(
     ] = "auto",
     method: Annotated[
         str,
-        typer.Option(help="Token-dropping method: " + ", ".join(METHODS) + ". Always measured with none."),
+        typer.Option(
+            help="Token-dropping method: " + ", ".join(METHODS) + ", or all. Always measured with none."
+        ),
     ] = "hired",
     budget: Annotated[
-        float, typer.Option(help="Fraction of visual tokens kept per image, in (0, 1]; 1.0 = no dropping.")
-    ] = 0.2,
+        str,
+        typer.Option(
+            help="Fraction of visual tokens kept per image, in (0, 1]; 1.0 = no dropping; "
+            "'adaptive' = the method's own count (prumerge, prumerge+)."
+        ),
+    ] = "0.2",
+    fidelity: Annotated[
+        str,
+        typer.Option(
+            help="paper: the papers' definitions with exact budgets; reference: the released code's "
+            "behaviour (hired; prumerge and prumerge+ adaptive), to compare with published numbers."
+        ),
+    ] = "paper",
     batch: Annotated[int, typer.Option(help="Images (samples) per request.")] = 4,
     weights: Annotated[
         str,
@@ -137,7 +216,9 @@ def run(
 ) -> None:
     """Measure METHOD at BUDGET and the full-token baseline on the same inputs; print a table with ratios."""
     try:
-        check_inputs(budget, batch, new_tokens, warmup, repeats, method)
+        check_inputs(batch, new_tokens, warmup, repeats)
+        budget_value = parse_budget(budget)
+        names = method_names(method, budget_value, fidelity)
         if weights not in WEIGHTS:
             raise InputError(f"unknown --weights {weights!r} (use {', '.join(WEIGHTS)})")
         pictures, source = load_images(image_size or ["600x600"], images, batch, seed)
@@ -146,7 +227,7 @@ def run(
         from hired.glue import vision_shape
         from profiler.hardware import fingerprint
         from profiler.memory import Nvml, gib
-        from profiler.runner import Point, Runner, Workload
+        from profiler.runner import Runner, Workload
         from workloads.models import load_model, resolve_device
 
         dev = resolve_device(device)
@@ -155,10 +236,7 @@ def run(
         with err.status("building the model…"):
             lm = load_model(model, weights, dtype, device, seed)
         overrides = {"alpha": alpha, "l_init": l_init, "l_final": l_final}
-        try:
-            params = method_params(METHODS[method], vision_shape(lm.model), overrides)
-        except ValueError as exc:
-            raise InputError(str(exc)) from exc
+        points = plan_points(names, budget_value, fidelity, vision_shape(lm.model), overrides, seed)
     except InputError as exc:
         raise fail(str(exc)) from None
 
@@ -168,7 +246,6 @@ def run(
     )
     for note in lm.notes:
         err.print(f"  {note}", highlight=False)
-    points = [Point("none", 1.0)] + ([Point(method, budget, params)] if method != "none" else [])
     workload = Workload(pictures, prompt, new_tokens, source)
     run_id = new_run_id()
     records = []
@@ -188,7 +265,7 @@ def run(
             on_request=lambda: progress.advance(task),
         )
         for point in points:
-            progress.update(task, description=f"{point.method} @ {point.budget:.0%}")
+            progress.update(task, description=f"{point.method} @ {point.label}")
             record = runner.measure(workload, point)
             append_record(output, record)
             records.append(record)
@@ -201,8 +278,7 @@ def run(
         out.print(results_table(records, title))
         out.print(
             f"medians of {repeats} measured requests after {warmup} warm-up · peak mem = torch max allocated "
-            f"(n/a without CUDA)\nthe baseline's kept tokens include LLaVA-Next's newline tokens · "
-            f"records appended to {output}",
+            f"(n/a without CUDA)\n{BASELINE_NOTE[fidelity]} · records appended to {output}",
             highlight=False,
         )
     if any(r["status"] == "error" for r in records):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -23,9 +24,10 @@ def _ratio(value: float | None, base: float | None, invert: bool = False) -> str
 def _tokens(visual: dict) -> str:
     kept, full = visual["kept"], visual["full"]
     share = sum(kept) / sum(full)
+    percent = f"{share:.1%}" if share < 0.1 else f"{share:.0%}"
     if len(set(kept)) == 1 and len(set(full)) == 1:
-        return f"{kept[0]}/{full[0]} ({share:.0%})"
-    return f"Σ {sum(kept)}/{sum(full)} ({share:.0%})"
+        return f"{kept[0]}/{full[0]} ({percent})"
+    return f"Σ {sum(kept)}/{sum(full)} ({percent})"
 
 
 def peak_memory(metrics: dict) -> float | None:
@@ -38,11 +40,15 @@ def peak_memory(metrics: dict) -> float | None:
 
 
 def results_table(records: list[dict], title: str) -> Table:
-    """One row per record; ratios against the first ok record whose method is `none`."""
+    """One row per record; ratios against the first ok record whose method is `none`.
+
+    Failed points show their status and a footnote number; the messages go in the caption.
+    """
     base = next(
         (r["metrics"] for r in records if r["status"] == "ok" and r["config"]["method"] == "none"), None
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    notes = []
     for name, justify in [
         ("method", "left"),
         ("budget", "right"),
@@ -60,9 +66,12 @@ def results_table(records: list[dict], title: str) -> Table:
     for r in records:
         cfg = r["config"]
         label = cfg["method"] + (" (baseline)" if cfg["method"] == "none" else "")
-        budget = f"{cfg['budget']:.0%}"
+        if cfg.get("fidelity") == "reference":
+            label += " (reference)"
+        budget = cfg["budget"] if isinstance(cfg["budget"], str) else f"{cfg['budget']:.0%}"
         if r["status"] != "ok":
-            table.add_row(label, budget, f"[red]{r['status'].upper()}[/]: {r['error']}", *[""] * 8)
+            notes.append(r["error"])
+            table.add_row(label, budget, f"[red]{r['status'].upper()}[/] ({len(notes)})", *[""] * 8)
             continue
         m = r["metrics"]
         ttft, tpot = _median(m, "ttft_s"), _median(m, "tpot_s")
@@ -82,4 +91,6 @@ def results_table(records: list[dict], title: str) -> Table:
             _ratio(e2e, _median(b, "e2e_tokens_per_s")),
             _ratio(mem, peak_memory(b) if b else None),
         )
+    if notes:
+        table.caption = "\n".join(f"({i}) {escape(note)}" for i, note in enumerate(notes, 1))
     return table

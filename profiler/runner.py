@@ -48,9 +48,13 @@ class Workload:
 @dataclass
 class Point:
     method: str
-    budget: float
+    budget: float | None  # None: the method's adaptive count
     params: dict = field(default_factory=dict)
     fidelity: str = "paper"
+
+    @property
+    def label(self) -> str:
+        return "adaptive" if self.budget is None else f"{self.budget:.0%}"
 
 
 @dataclass
@@ -73,7 +77,15 @@ def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestRes
     timeline.mark("preprocess")
     method = METHODS[point.method]
     batch = prepare_batch(
-        lm.model, pixel_values, image_sizes, prompt_ids, method, point.budget, point.params, timeline.mark
+        lm.model,
+        pixel_values,
+        image_sizes,
+        prompt_ids,
+        method,
+        point.budget,
+        point.params,
+        point.fidelity,
+        timeline.mark,
     )
     with torch.inference_mode():
         out = lm.model.generate(
@@ -127,7 +139,7 @@ class Runner:
             "dtype": str(self.lm.dtype).removeprefix("torch."),
             "device": str(self.lm.device),
             "method": point.method,
-            "budget": point.budget,
+            "budget": "adaptive" if point.budget is None else point.budget,
             "fidelity": point.fidelity,
             "method_params": point.params,
             "batch_size": workload.batch_size,

@@ -259,4 +259,4 @@ def test_help_explains_every_option_with_units():
 
 def test_method_parameters_belong_to_the_method(tmp_path):
     result = invoke("--model", "tiny", "--method", "none", "--alpha", "0.3", "--output", str(tmp_path / "r"))
-    assert result.exit_code == 2 and "takes no parameter(s) ['alpha']" in result.stderr
+    assert result.exit_code == 2 and "option(s) alpha not taken by method(s): none" in result.stderr

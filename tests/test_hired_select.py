@@ -109,36 +109,31 @@ def test_top_tokens_ties_and_validity():
     assert top_tokens(scores, not_one, 3).tolist() == [2, 3, 4]  # returned in raster order
 
 
-def attention(layout, l_init_map: torch.Tensor, seed: int) -> dict[int, torch.Tensor]:
-    """Hand-made CLS attention: layer 0 of the base partition = l_init_map, layer 2 random."""
-    p = layout.partitions
-    init = torch.rand(p, 4, 576, generator=torch.Generator().manual_seed(seed))
-    init[0] = l_init_map.expand(4, 576) / 4
-    final = torch.rand(p, 4, 576, generator=torch.Generator().manual_seed(seed + 1))
-    return {0: init, 2: final}
+def scores(layout, init_map: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hand-made head-summed CLS attention: base scores at l_init, random per-partition scores at l_final."""
+    final = torch.rand(layout.partitions, 576, generator=torch.Generator().manual_seed(seed))
+    return init_map, final
 
 
 @pytest.mark.parametrize(("size", "budget"), [((600, 600), 0.2), ((300, 1000), 0.1), ((1008, 336), 0.37)])
 def test_select_hired_exact_budget_and_split(tiny, size, budget):
     layout = image_layout(size, tiny.model.config)
-    attn = attention(layout, torch.rand(576, generator=torch.Generator().manual_seed(3)), seed=4)
+    init, final = scores(layout, torch.rand(576, generator=torch.Generator().manual_seed(3)), seed=4)
     n_budget = math.floor(budget * layout.n_full + 0.5)
-    keep = select_hired(layout, attn, n_budget, 0.5, 0, 2)
-    assert keep.dtype == torch.bool and keep.shape == (layout.n_full,)
-    assert int(keep.sum()) == n_budget
-    kept = layout.candidates[keep]
+    positions = select_hired(layout, init, final, n_budget, 0.5)
+    assert positions.tolist() == sorted(set(positions.tolist()))  # stock order, no repeats
+    assert len(positions) == n_budget
+    kept = layout.candidates[positions]
     per_partition = torch.bincount(kept // 576, minlength=layout.partitions).tolist()
     caps = layout.valid_per_partition()[1:].tolist()
-    base = attn[0][0].sum(0)
-    assert per_partition == split_budget(n_budget, region_scores(base, layout.grid, 24), caps, 0.5, 576)
-    # within each partition, the kept tokens are the top ones by layer-2 attention (summed over heads)
-    final = attn[2].sum(1)
+    assert per_partition == split_budget(n_budget, region_scores(init, layout.grid, 24), caps, 0.5, 576)
+    # within each partition, the kept tokens are the top ones by l_final attention
     for p in range(layout.partitions):
         mine = kept[kept // 576 == p] % 576
         valid = layout.candidates[layout.candidates // 576 == p] % 576
-        if len(mine):
-            dropped = sorted(set(valid.tolist()) - set(mine.tolist()))
-            assert final[p, mine].min() >= final[p, dropped].max() if dropped else True
+        dropped = sorted(set(valid.tolist()) - set(mine.tolist()))
+        if len(mine) and dropped:
+            assert final[p, mine].min() >= final[p, dropped].max()
 
 
 def test_select_hired_follows_regions_not_chunks(tiny):
@@ -149,7 +144,7 @@ def test_select_hired_follows_regions_not_chunks(tiny):
     tall = image_layout((1008, 336), tiny.model.config)  # 3x1
     wide = image_layout((336, 1008), tiny.model.config)  # 1x3
     for layout, expected in [(tall, [1.0, 0.0, 0.0]), (wide, [1 / 3] * 3)]:
-        keep = select_hired(layout, attention(layout, top_rows.flatten(), 5), 300, 0.5, 0, 2)
-        kept = layout.candidates[keep]
+        init, final = scores(layout, top_rows.flatten(), 5)
+        kept = layout.candidates[select_hired(layout, init, final, 300, 0.5)]
         counts = torch.bincount(kept // 576, minlength=4)[1:].float()
         assert torch.allclose(counts / counts.sum(), torch.tensor(expected), atol=0.01)

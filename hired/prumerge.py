@@ -1,0 +1,220 @@
+"""PruMerge and PruMerge+ (Shang et al.), per partition, batched over every partition of a batch.
+
+Scores: the CLS row of the last vision layer's attention at full width (one head). Kept tokens
+absorb their 32 most key-similar tokens weighted by CLS attention, and one summary token sums the
+dropped ones. Paper fidelity: exact budgets over valid (un-padded) tokens, raster order. Reference
+fidelity (adaptive only): the released code's behaviour, padding included, descending order.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from hired.capture import VisionBatch
+from hired.layout import ImageLayout
+
+NEIGHBOURS = 32
+REFERENCE_LAST_INDEX = 575  # the released PruMerge+ samples arange(0, 575, stride): token 575 never
+
+
+def outlier_counts(attention: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(S,) number of valid values strictly above Q3 + 1.5 * IQR in each row (numpy's linear quartiles)."""
+    values = attention.float().masked_fill(~valid, float("nan"))
+    quartiles = torch.nanquantile(values, torch.tensor([0.25, 0.75], device=values.device), dim=1)
+    bound = quartiles[1] + 1.5 * (quartiles[1] - quartiles[0])
+    return ((values > bound[:, None]) & valid).sum(dim=1)
+
+
+def plus_stride(outliers: int, total: int) -> int:
+    """The released PruMerge+ stride int(int(1 / r) / 3), r = outliers / total; refuses where it fails."""
+    if outliers == 0:
+        raise ValueError(
+            "PruMerge+ adaptive: no outlier tokens (r = 0); the released code divides by zero here"
+        )
+    ratio = outliers / total
+    stride = int(int(1 / ratio) / 3)  # 1 / r, not total / outliers: the same float steps as the released code
+    if stride == 0:
+        raise ValueError(f"PruMerge+ adaptive: r = {ratio:.3f} gives stride 0; the released code fails here")
+    return stride
+
+
+def apportion(budget: float, valid_counts: list[int]) -> list[int]:
+    """round(budget * sum) tokens over partitions in proportion to their valid tokens (largest remainder)."""
+    total = math.floor(budget * sum(valid_counts) + 0.5)
+    exact = [budget * v for v in valid_counts]
+    counts = [min(math.floor(e), v) for e, v in zip(exact, valid_counts, strict=True)]
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def evenly_spaced(available: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """(S, n) mask of count[s] tokens spread evenly over each row's available tokens (Bresenham-style)."""
+    rank = available.long().cumsum(dim=1) - 1
+    total = available.sum(dim=1, keepdim=True).clamp(min=1)
+    m = count[:, None]
+    return available & ((rank + 1) * m // total > rank * m // total)
+
+
+def merge(
+    features: torch.Tensor,
+    keys: torch.Tensor,
+    attention: torch.Tensor,
+    kept_idx: torch.Tensor,
+    kept_count: torch.Tensor,
+    pool: torch.Tensor,
+    neighbours: int = NEIGHBOURS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PruMerge's merge for all partitions at once: one similarity matmul, one top-k, one weighted sum.
+
+    features (S, n, C) projector input; keys (S, n, Ck) L2-normalised patch keys; attention (S, n)
+    CLS attention; kept_idx (S, K) token indices (rows past kept_count[s] are padding); pool (S, n)
+    the tokens that may be neighbours or summarised. Returns merged (S, K, C) with
+    x_i + sum over i's `neighbours` most similar other pool tokens of a_j x_j, and the summary
+    (S, C) = sum of a_j x_j over pool tokens not kept.
+    """
+    s, k = kept_idx.shape
+    n = keys.shape[1]
+    row_live = torch.arange(k, device=kept_idx.device)[None, :] < kept_count[:, None]  # (S, K)
+    query = keys.gather(1, kept_idx[..., None].expand(-1, -1, keys.shape[-1]))  # (S, K, Ck)
+    sim = (query @ keys.transpose(1, 2)).masked_fill(~pool[:, None, :], float("-inf"))  # (S, K, n)
+    sim.scatter_(2, kept_idx[..., None], float("-inf"))  # never the token itself
+    top = sim.topk(min(neighbours, n), dim=2)
+    weights = torch.zeros(s, k + 1, n, device=features.device, dtype=torch.float32)
+    neighbour_weight = attention.float().gather(1, top.indices.flatten(1)).view_as(top.values)
+    weights[:, :k].scatter_(2, top.indices, neighbour_weight * torch.isfinite(top.values))
+    weights[:, :k].scatter_add_(2, kept_idx[..., None], torch.ones(s, k, 1, device=features.device))
+    weights[:, :k] *= row_live[..., None]
+    kept_mask = torch.zeros(s, n, dtype=torch.bool, device=features.device)
+    kept_mask.scatter_(1, kept_idx, row_live)
+    weights[:, k] = attention.float() * (pool & ~kept_mask)
+    out = weights @ features.float()  # (S, K + 1, C)
+    return out[:, :k].to(features.dtype), out[:, k].to(features.dtype)
+
+
+def _valid_masks(layouts: list[ImageLayout], n: int, device) -> torch.Tensor:
+    masks = []
+    for layout in layouts:
+        valid = torch.zeros(layout.partitions * n, dtype=torch.bool, device=device)
+        valid[layout.candidates.to(device)] = True
+        masks.append(valid.view(-1, n))
+    return torch.cat(masks)
+
+
+def plan(
+    attention: torch.Tensor,
+    valid: torch.Tensor,
+    budgets: list[int] | None,
+    plus: bool,
+    reference: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which tokens each partition keeps, in the order the LLM gets them.
+
+    Returns kept_idx (S, n) sorted into LLM order (the first kept_count[s] entries are kept),
+    kept_count (S,), and emit (S,) whether the partition sends its summary token.
+    budgets: tokens per partition (summary included) or None for the adaptive count.
+    """
+    s, n = attention.shape
+    device = attention.device
+    scores = attention.float().masked_fill(~valid, float("-inf"))
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=device).expand(s, n))
+    outliers = outlier_counts(attention, valid)
+    if budgets is None:
+        slots = None
+        top_count = outliers
+        emit = torch.ones(s, dtype=torch.bool, device=device)
+    else:
+        budget = torch.tensor(budgets, device=device)
+        slots = (budget - 1).clamp(min=0)  # one slot goes to the summary token
+        top_count = outliers.clamp(max=slots) if plus else slots
+        emit = budget > 0
+    top = rank < top_count[:, None]
+    extra = torch.zeros_like(top)
+    if (
+        plus and slots is None
+    ):  # adaptive PruMerge+: a regular grid of tokens, as the released code samples it
+        position = (
+            (valid.long().cumsum(dim=1) - 1) if not reference else torch.arange(n, device=device).expand(s, n)
+        )
+        last = REFERENCE_LAST_INDEX if reference else None
+        strides = [
+            plus_stride(int(o), int(v)) for o, v in zip(outliers.tolist(), valid.sum(1).tolist(), strict=True)
+        ]
+        stride = torch.tensor(strides, device=device)[:, None]
+        limit = (
+            torch.full((s, 1), last, device=device) if last is not None else valid.sum(1, keepdim=True) - 1
+        )
+        extra = valid & (position % stride == 0) & (position < limit) & ~top
+    elif plus:  # budgeted PruMerge+: fill the remaining slots with evenly spaced valid tokens
+        extra = evenly_spaced(valid & ~top, slots - top_count)
+    kept = top | extra
+    token = torch.arange(n, device=device).expand(s, n)
+    if reference:  # outliers by descending attention, then the supplement ascending
+        key = torch.where(top, rank, torch.where(extra, n + token, 2 * n + token))
+    else:  # raster order
+        key = torch.where(kept, token, n + token)
+    kept_idx = torch.sort(key, dim=1, stable=True).indices
+    return kept_idx, kept.sum(dim=1), emit
+
+
+def select_prumerge(
+    batch: VisionBatch, budget: float | None, fidelity: str, params: dict, plus: bool
+) -> list:
+    """Per image: merged kept tokens and summary tokens, as Selections (see the module docstring)."""
+    from hired.methods import Selection
+
+    reference = fidelity == "reference"
+    if reference and budget is not None:
+        raise ValueError("prumerge reference fidelity is adaptive only (the released code has no budget)")
+    layer = params["layer"]
+    attention = batch.cls_attention(layer, heads=1)[:, 0]  # (S, n): full width, no head split
+    keys = F.normalize(batch.keys[layer][:, 1:].float(), dim=-1)
+    s, n = attention.shape
+    valid = torch.ones(s, n, dtype=torch.bool, device=attention.device)
+    if not reference:
+        valid = _valid_masks(batch.layouts, n, attention.device)
+    budgets = None
+    if budget is not None:
+        budgets = [c for v in batch.split(valid) for c in apportion(budget, v.sum(1).tolist())]
+    kept_idx, kept_count, emit = plan(attention, valid, budgets, plus, reference)
+    width = max(int(kept_count.max()), 1)
+    merged, summary = merge(
+        batch.features, keys, attention, kept_idx[:, :width], kept_count, valid, params["neighbours"]
+    )
+    out, start = [], 0
+    for layout in batch.layouts:
+        rows = range(start, start + layout.partitions)
+        start += layout.partitions
+        out.append(
+            _assemble(layout, rows, kept_idx, kept_count, emit, merged, summary, n, reference, Selection)
+        )
+    return out
+
+
+def _assemble(layout, rows, kept_idx, kept_count, emit, merged, summary, n, reference, selection_type):
+    """One image's tokens: per partition (reference) or base then the stock canvas order (paper)."""
+    counts = kept_count.tolist()
+    flat = [kept_idx[r, : counts[r]] + (r - rows.start) * n for r in rows]
+    tokens = [merged[r, : counts[r]] for r in rows]
+    summaries = [summary[r : r + 1] for r in rows if emit[r]]
+    if reference:
+        parts = []
+        for i, r in enumerate(rows):
+            parts += [tokens[i]] + ([summary[r : r + 1]] if emit[r] else [])
+        return selection_type(torch.cat(parts), torch.cat(flat))
+    if layout.partitions == 1:
+        return selection_type(torch.cat([tokens[0], *summaries]), flat[0])
+    # sub-image tokens in the un-padded canvas's raster order: sort by position among the candidates
+    position = torch.full((layout.partitions * n,), -1, dtype=torch.long, device=merged.device)
+    position[layout.candidates.to(merged.device)] = torch.arange(layout.n_full, device=merged.device)
+    sub_flat = torch.cat(flat[1:])
+    order = position[sub_flat].argsort()
+    base_summary = summaries[:1] if emit[rows.start] else []
+    sub_summaries = summaries[len(base_summary) :]
+    parts = [tokens[0], *base_summary, torch.cat(tokens[1:])[order], *sub_summaries]
+    return selection_type(torch.cat(parts), torch.cat([flat[0], sub_flat[order]]))
