@@ -10,12 +10,14 @@ from workloads.images import synthetic_images
 MIXED = [(600, 600), (1000, 300), (336, 1008)]  # (width, height): 2x2, 1x3 and 3x1 grids
 
 
-def prepared(lm, images, method, budget):
+def prepared(lm, images, method, budget, fidelity="paper"):
     pixels = lm.image_processor(images, return_tensors="pt")
     sizes = [tuple(s) for s in pixels["image_sizes"].tolist()]
     ids = [lm.prompt_ids("What is shown in this image?")] * len(images)
     params = method_params(METHODS[method], vision_shape(lm.model))
-    return prepare_batch(lm.model, pixels["pixel_values"], sizes, ids, METHODS[method], budget, params)
+    return prepare_batch(
+        lm.model, pixels["pixel_values"], sizes, ids, METHODS[method], budget, params, fidelity
+    )
 
 
 def greedy(lm, batch, new_tokens=6):
@@ -29,16 +31,31 @@ def greedy(lm, batch, new_tokens=6):
     )
 
 
-@pytest.mark.parametrize(("method", "budget"), [("hired", 0.2), ("hired", 0.05), ("none", 1.0)])
-def test_mixed_batch_equals_one_by_one(tiny, method, budget):
+@pytest.mark.parametrize(
+    ("method", "budget", "fidelity"),
+    [
+        ("none", 1.0, "paper"),
+        ("none", 1.0, "reference"),
+        ("hired", 0.2, "paper"),
+        ("hired", 0.05, "paper"),
+        ("hired", 0.2, "reference"),
+        ("prumerge", 0.2, "paper"),
+        ("prumerge+", 0.2, "paper"),
+        ("prumerge", None, "paper"),
+        ("prumerge", None, "reference"),
+        ("random", 0.2, "paper"),
+        ("pool", 0.2, "paper"),
+    ],
+)
+def test_mixed_batch_equals_one_by_one(tiny, method, budget, fidelity):
     images = synthetic_images(MIXED, 3, seed=11)
-    together = prepared(tiny, images, method, budget)
+    together = prepared(tiny, images, method, budget, fidelity)
     batched = greedy(tiny, together)
     for i, image in enumerate(images):
-        alone = prepared(tiny, [image], method, budget)
+        alone = prepared(tiny, [image], method, budget, fidelity)
         assert alone.kept == [together.kept[i]]
         assert greedy(tiny, alone)[0].tolist() == batched[i].tolist(), f"sample {i} differs when batched"
-    assert len(set(together.kept)) == 3  # the three samples really keep different counts
+    assert len(set(together.kept)) >= 2  # the samples really keep different counts
 
 
 def stock_inputs(lm, images, kept):
