@@ -34,10 +34,11 @@ def pool_tokens(layout: ImageLayout, features: torch.Tensor, budget: float) -> t
     """
     side = layout.side
     flat = features.flatten(0, 1)
-    base = features[0].T.reshape(1, -1, side, side)  # (1, C, side, side)
-    parts = [F.adaptive_avg_pool2d(base.float(), pooled_size(side, side, budget))]
+    grids = [(features[0], side, side)]
     if layout.partitions > 1:
-        rows, cols = layout.canvas
-        canvas = flat[layout.candidates[side * side :].to(flat.device)].T.reshape(1, -1, rows, cols)
-        parts.append(F.adaptive_avg_pool2d(canvas.float(), pooled_size(rows, cols, budget)))
-    return torch.cat([p.flatten(2)[0].T for p in parts]).to(features.dtype)
+        grids.append((flat[layout.candidates[side * side :].to(flat.device)], *layout.canvas))
+    parts = []
+    for tokens, rows, cols in grids:
+        image = tokens.float().reshape(1, rows, cols, -1).permute(0, 3, 1, 2)  # channels-last view, no copy
+        parts.append(F.adaptive_avg_pool2d(image, pooled_size(rows, cols, budget)).flatten(2)[0].T)
+    return torch.cat(parts).to(features.dtype)

@@ -60,11 +60,11 @@ def cls_attention(query_cls: torch.Tensor, keys: torch.Tensor, heads: int) -> to
 
     query_cls: (B, C) projected CLS query; keys: (B, T, C) projected keys (token 0 is CLS).
     """
-    b, t, c = keys.shape
+    c = keys.shape[-1]
     d = c // heads
-    q = query_cls.float().view(b, heads, 1, d)
-    k = keys.float().view(b, t, heads, d).transpose(1, 2)  # (B, H, T, d)
-    scores = (q @ k.transpose(-1, -2)).squeeze(2) * d**-0.5  # (B, H, T)
+    # one contiguous bmm against a block-diagonal (C, heads) query: the keys are read once, not per head
+    blocks = torch.eye(heads, device=keys.device).repeat_interleave(d, dim=0)
+    scores = (keys.float() @ (query_cls.float()[:, :, None] * blocks)).transpose(1, 2) * d**-0.5
     return scores.softmax(dim=-1)[:, :, 1:]
 
 
