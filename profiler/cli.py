@@ -16,7 +16,7 @@ from hired.methods import FIDELITIES, METHODS, check_point, method_params
 from profiler.console import results_table
 from profiler.records import append_record, check_writable, new_run_id
 from workloads.errors import InputError
-from workloads.images import folder_images, parse_size, synthetic_images
+from workloads.images import folder_images, load_image, parse_size, synthetic_images
 from workloads.presets import PRESETS, WEIGHTS
 
 app = typer.Typer(
@@ -283,6 +283,89 @@ def run(
         )
     if any(r["status"] == "error" for r in records):
         raise typer.Exit(code=1)
+
+
+@app.command("show-selection")
+def show_selection(
+    image: Annotated[Path, typer.Option(help="The picture to draw (any format Pillow reads).")],
+    method: Annotated[str, typer.Option(help="Method: " + ", ".join(METHODS) + ".")] = "hired",
+    budget: Annotated[
+        str,
+        typer.Option(help="Fraction of visual tokens kept, in (0, 1], or 'adaptive' (prumerge, prumerge+)."),
+    ] = "0.2",
+    out: Annotated[Path, typer.Option(help="Image file to write (.png, .svg or .pdf).")] = Path(
+        "selection.png"
+    ),
+    fidelity: Annotated[str, typer.Option(help="paper or reference (see run --help).")] = "paper",
+    model: Annotated[
+        str, typer.Option(help="As for run: preset, folder or cached id; auto by device.")
+    ] = "auto",
+    weights: Annotated[str, typer.Option(help="auto, pretrained or random.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float16, bfloat16, float32.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    alpha: Annotated[
+        float | None, typer.Option(help="HiRED: full-image share of the budget (default 0.5).")
+    ] = None,
+    l_init: Annotated[int | None, typer.Option(help="HiRED: budget-split layer (default 0).")] = None,
+    l_final: Annotated[int | None, typer.Option(help="HiRED: token-choice layer (default 22).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for random weights and the random baseline.")] = 0,
+) -> None:
+    """Draw every partition of IMAGE (full image + sub-images) with the tokens METHOD keeps outlined."""
+    try:
+        if method == "all":
+            raise InputError("show-selection draws one method at a time")
+        budget_value = parse_budget(budget)
+        names = method_names(method, budget_value, fidelity)
+        if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise InputError(f"--out must end in .png, .svg or .pdf, got {out.name!r}")
+        if not out.parent.is_dir():
+            raise InputError(f"folder for --out does not exist: {out.parent}")
+        picture = load_image(image)
+        from hired.capture import encode_images
+        from hired.draw import draw_selection, partition_pictures
+        from hired.glue import vision_shape
+        from hired.layout import image_layout
+        from workloads.models import load_model
+
+        with err.status("building the model…"):
+            lm = load_model(model, weights, dtype, device, seed)
+        overrides = {"alpha": alpha, "l_init": l_init, "l_final": l_final}
+        point = plan_points(names, budget_value, fidelity, vision_shape(lm.model), overrides, seed)[-1]
+    except InputError as exc:
+        raise fail(str(exc)) from None
+
+    chosen = METHODS[point.method]
+    pixels = lm.image_processor([picture], return_tensors="pt")
+    layout = image_layout(tuple(pixels["image_sizes"][0].tolist()), lm.model.config)
+    vision = encode_images(
+        lm.model, pixels["pixel_values"].to(lm.device), [layout], chosen.layers(point.params)
+    )
+    try:
+        (selection,) = chosen.select(vision, point.budget, point.fidelity, point.params)
+    except ValueError as exc:
+        raise fail(f"{point.method} cannot select here: {exc}") from None
+    processor = lm.image_processor
+    pictures = partition_pictures(
+        pixels["pixel_values"][0, : layout.partitions], processor.image_mean, processor.image_std
+    )
+    kept = selection.tokens.shape[0]
+    title = (
+        f"{point.method} ({point.fidelity}) at {point.label}: {kept} of {layout.n_full} visual tokens "
+        f"({kept / layout.n_full:.1%}) · {lm.name}, {lm.weights} weights"
+    )
+    summaries = kept - len(selection.kept) if selection.kept is not None else 0
+    if summaries:
+        title += f"\noutlined: the kept tokens; plus {summaries} summary tokens of the dropped ones"
+    elif selection.kept is None:
+        title += "\nevery token is averaged into a coarser grid; none is dropped outright"
+    note = None
+    if lm.weights == "random":
+        note = (
+            "random weights: the attention, so the choice of tokens, is meaningless; only the counts are real"
+        )
+    figure = draw_selection(pictures, layout, selection, title, note)
+    figure.savefig(out, dpi=110)
+    err.print(f"{title}\nwrote {out}", highlight=False, soft_wrap=True)
 
 
 def _progress() -> Progress:
