@@ -260,3 +260,30 @@ def test_help_explains_every_option_with_units():
 def test_method_parameters_belong_to_the_method(tmp_path):
     result = invoke("--model", "tiny", "--method", "none", "--alpha", "0.3", "--output", str(tmp_path / "r"))
     assert result.exit_code == 2 and "option(s) alpha not taken by method(s): none" in result.stderr
+
+
+def test_prumerge_plus_failure_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
+    """No outliers anywhere (r = 0): PruMerge+ adaptive fails as the released code would; PruMerge and
+    the baseline are still measured."""
+    import hired.prumerge
+
+    monkeypatch.setattr(hired.prumerge, "outlier_counts", lambda attention, valid: valid.sum(1) * 0)
+    out = tmp_path / "r.jsonl"
+    result = invoke(*FAST, "--method", "all", "--budget", "adaptive", "--batch", "1", "--output", str(out))
+    assert result.exit_code == 1  # a point failed
+    records = {r["config"]["method"]: r for r in lines(out)}
+    assert set(records) == {"none", "prumerge", "prumerge+"}
+    assert records["prumerge+"]["status"] == "error" and "r = 0" in records["prumerge+"]["error"]
+    assert records["prumerge"]["status"] == records["none"]["status"] == "ok"
+    assert records["prumerge"]["config"]["budget"] == "adaptive"
+    assert records["prumerge"]["metrics"]["visual_tokens"]["kept"] == [5]  # one summary per partition
+
+
+def test_method_all_measures_every_method_once(tmp_path):
+    out = tmp_path / "r.jsonl"
+    result = invoke(*FAST, "--method", "all", "--budget", "0.2", "--batch", "1", "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    methods = [r["config"]["method"] for r in lines(out)]
+    assert methods == ["none", "hired", "prumerge", "prumerge+", "random", "pool"]
+    for r in lines(out)[1:5]:
+        assert r["metrics"]["visual_tokens"]["kept"] == [576]
