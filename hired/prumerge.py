@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from hired.capture import VisionBatch
 from hired.layout import ImageLayout
+from hired.methods import Selection
 
 NEIGHBOURS = 32
 REFERENCE_LAST_INDEX = 575  # the released PruMerge+ samples arange(0, 575, stride): token 575 never
@@ -135,21 +136,16 @@ def plan(
         emit = budget > 0
     top = rank < top_count[:, None]
     extra = torch.zeros_like(top)
-    if (
-        plus and slots is None
-    ):  # adaptive PruMerge+: a regular grid of tokens, as the released code samples it
+    if plus and slots is None:  # adaptive PruMerge+: the released code's regular grid of tokens
+        total = valid.sum(dim=1)
+        pairs = zip(outliers.tolist(), total.tolist(), strict=True)
+        stride = torch.tensor([plus_stride(o, t) for o, t in pairs], device=device)[:, None]
+        # reference: token indices 0..574; paper: positions among the valid tokens, all but the last
         position = (
-            (valid.long().cumsum(dim=1) - 1) if not reference else torch.arange(n, device=device).expand(s, n)
+            torch.arange(n, device=device).expand(s, n) if reference else valid.long().cumsum(dim=1) - 1
         )
-        last = REFERENCE_LAST_INDEX if reference else None
-        strides = [
-            plus_stride(int(o), int(v)) for o, v in zip(outliers.tolist(), valid.sum(1).tolist(), strict=True)
-        ]
-        stride = torch.tensor(strides, device=device)[:, None]
-        limit = (
-            torch.full((s, 1), last, device=device) if last is not None else valid.sum(1, keepdim=True) - 1
-        )
-        extra = valid & (position % stride == 0) & (position < limit) & ~top
+        limit = torch.full_like(total, REFERENCE_LAST_INDEX) if reference else total - 1
+        extra = valid & (position % stride == 0) & (position < limit[:, None]) & ~top
     elif plus:  # budgeted PruMerge+: fill the remaining slots with evenly spaced valid tokens
         extra = evenly_spaced(valid & ~top, slots - top_count)
     kept = top | extra
@@ -164,10 +160,8 @@ def plan(
 
 def select_prumerge(
     batch: VisionBatch, budget: float | None, fidelity: str, params: dict, plus: bool
-) -> list:
+) -> list[Selection]:
     """Per image: merged kept tokens and summary tokens, as Selections (see the module docstring)."""
-    from hired.methods import Selection
-
     reference = fidelity == "reference"
     if reference and budget is not None:
         raise ValueError("prumerge reference fidelity is adaptive only (the released code has no budget)")
@@ -188,33 +182,35 @@ def select_prumerge(
     )
     out, start = [], 0
     for layout in batch.layouts:
-        rows = range(start, start + layout.partitions)
+        rows = slice(start, start + layout.partitions)
         start += layout.partitions
         out.append(
-            _assemble(layout, rows, kept_idx, kept_count, emit, merged, summary, n, reference, Selection)
+            _assemble(
+                layout, kept_idx[rows], kept_count[rows], emit[rows], merged[rows], summary[rows], reference
+            )
         )
     return out
 
 
-def _assemble(layout, rows, kept_idx, kept_count, emit, merged, summary, n, reference, selection_type):
-    """One image's tokens: per partition (reference) or base then the stock canvas order (paper)."""
+def _assemble(layout, kept_idx, kept_count, emit, merged, summary, reference: bool) -> Selection:
+    """One image's tokens.
+
+    Reference: partition by partition, each followed by its summary token. Paper: base tokens and
+    their summary, then sub-image tokens in the un-padded canvas's raster order, then their summaries.
+    """
+    n = layout.side**2
+    partitions = range(layout.partitions)
     counts = kept_count.tolist()
-    flat = [kept_idx[r, : counts[r]] + (r - rows.start) * n for r in rows]
-    tokens = [merged[r, : counts[r]] for r in rows]
-    summaries = [summary[r : r + 1] for r in rows if emit[r]]
-    if reference:
-        parts = []
-        for i, r in enumerate(rows):
-            parts += [tokens[i]] + ([summary[r : r + 1]] if emit[r] else [])
-        return selection_type(torch.cat(parts), torch.cat(flat))
-    if layout.partitions == 1:
-        return selection_type(torch.cat([tokens[0], *summaries]), flat[0])
-    # sub-image tokens in the un-padded canvas's raster order: sort by position among the candidates
+    flat = [kept_idx[p, : counts[p]] + p * n for p in partitions]
+    tokens = [merged[p, : counts[p]] for p in partitions]
+    summaries = [summary[p : p + 1] if emit[p] else summary[p:p] for p in partitions]
+    if reference or layout.partitions == 1:
+        return Selection(
+            torch.cat([t for p in partitions for t in (tokens[p], summaries[p])]), torch.cat(flat)
+        )
     position = torch.full((layout.partitions * n,), -1, dtype=torch.long, device=merged.device)
     position[layout.candidates.to(merged.device)] = torch.arange(layout.n_full, device=merged.device)
     sub_flat = torch.cat(flat[1:])
     order = position[sub_flat].argsort()
-    base_summary = summaries[:1] if emit[rows.start] else []
-    sub_summaries = summaries[len(base_summary) :]
-    parts = [tokens[0], *base_summary, torch.cat(tokens[1:])[order], *sub_summaries]
-    return selection_type(torch.cat(parts), torch.cat([flat[0], sub_flat[order]]))
+    parts = [tokens[0], summaries[0], torch.cat(tokens[1:])[order], *summaries[1:]]
+    return Selection(torch.cat(parts), torch.cat([flat[0], sub_flat[order]]))
