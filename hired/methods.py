@@ -104,17 +104,21 @@ def _pool(batch: VisionBatch, budget: float | None, fidelity: str, params: dict)
     ]
 
 
-def _prumerge(plus: bool) -> Select:
+def _prumerge(name: str, summary: str, plus: bool) -> Method:
     def select(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
         from hired.prumerge import select_prumerge
 
         return select_prumerge(batch, budget, fidelity, params, plus)
 
-    return select
-
-
-def _prumerge_defaults(shape: VisionShape) -> dict:
-    return {"layer": shape.depth - 1, "neighbours": 32}
+    return Method(
+        name,
+        summary,
+        defaults=lambda shape: {"layer": shape.depth - 1, "neighbours": 32},
+        layers=lambda params: {params["layer"]},
+        select=select,
+        fidelities=FIDELITIES,
+        adaptive=True,
+    )
 
 
 METHODS: dict[str, Method] = {
@@ -134,24 +138,12 @@ METHODS: dict[str, Method] = {
         select=_hired,
         fidelities=FIDELITIES,
     ),
-    "prumerge": Method(
+    "prumerge": _prumerge(
         "prumerge",
         "PruMerge: outlier or top tokens by last-layer CLS attention, merged with their 32 nearest keys",
-        defaults=_prumerge_defaults,
-        layers=lambda params: {params["layer"]},
-        select=_prumerge(plus=False),
-        fidelities=FIDELITIES,
-        adaptive=True,
+        plus=False,
     ),
-    "prumerge+": Method(
-        "prumerge+",
-        "PruMerge+: PruMerge plus spatially uniform tokens",
-        defaults=_prumerge_defaults,
-        layers=lambda params: {params["layer"]},
-        select=_prumerge(plus=True),
-        fidelities=FIDELITIES,
-        adaptive=True,
-    ),
+    "prumerge+": _prumerge("prumerge+", "PruMerge+: PruMerge plus spatially uniform tokens", plus=True),
     "random": Method(
         "random",
         "round(b * N_full) tokens drawn uniformly (seeded), stock order",
