@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
@@ -213,6 +214,22 @@ def run(
     save_outputs: Annotated[
         bool, typer.Option(help="Keep each sample's generated token ids in its record.")
     ] = False,
+    memory_cap: Annotated[
+        str | None,
+        typer.Option(
+            help="Emulate a smaller GPU: cap PyTorch's memory, e.g. 24GiB (GiB, GB, MiB; no unit = GiB)."
+        ),
+    ] = None,
+    py_spy: Annotated[
+        Path | None,
+        typer.Option("--py-spy", help="Write a py-spy flamegraph (SVG) of the host side of the run."),
+    ] = None,
+    torch_trace: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a torch profiler Chrome trace (JSON) of one more request per point: OUT.METHOD.json."
+        ),
+    ] = None,
 ) -> None:
     """Measure METHOD at BUDGET and the full-token baseline on the same inputs; print a table with ratios."""
     try:
@@ -221,68 +238,165 @@ def run(
         names = method_names(method, budget_value, fidelity)
         if weights not in WEIGHTS:
             raise InputError(f"unknown --weights {weights!r} (use {', '.join(WEIGHTS)})")
+        cap_gib = parse_cap(memory_cap)
+        for path, suffix in ((py_spy, ".svg"), (torch_trace, ".json")):
+            check_artifact(path, suffix)
         pictures, source = load_images(image_size or ["600x600"], images, batch, seed)
         check_writable(output)
         # torch and transformers load here, after the checks that need neither (about 5 s)
         from hired.glue import vision_shape
-        from profiler.hardware import fingerprint
-        from profiler.memory import Nvml, gib
-        from profiler.runner import Runner, Workload
-        from workloads.models import load_model, resolve_device
+        from profiler.runner import Workload, trace_path
+        from profiler.session import open_runner
 
-        dev = resolve_device(device)
-        nvml, nvml_reason = Nvml.open(dev)
-        baseline_gib = gib(nvml.device_used_bytes()) if nvml else None
         with err.status("building the model…"):
-            lm = load_model(model, weights, dtype, device, seed)
+            runner = open_runner(
+                model=model,
+                weights=weights,
+                dtype=dtype,
+                device=device,
+                seed=seed,
+                run_id=new_run_id(),
+                warmup=warmup,
+                repeats=repeats,
+                save_outputs=save_outputs,
+                memory_cap_gib=cap_gib,
+                torch_trace=torch_trace,
+            )
         overrides = {"alpha": alpha, "l_init": l_init, "l_final": l_final}
-        points = plan_points(names, budget_value, fidelity, vision_shape(lm.model), overrides, seed)
+        points = plan_points(names, budget_value, fidelity, vision_shape(runner.lm.model), overrides, seed)
     except InputError as exc:
         raise fail(str(exc)) from None
 
-    dtype_name = str(lm.dtype).removeprefix("torch.")
-    err.print(
-        f"model: [bold]{lm.name}[/] · {lm.weights} weights · {dtype_name} on {lm.device}", highlight=False
-    )
-    for note in lm.notes:
-        err.print(f"  {note}", highlight=False)
-    workload = Workload(pictures, prompt, new_tokens, source)
-    run_id = new_run_id()
-    records = []
-    with _progress() as progress:
-        task = progress.add_task("measuring", total=len(points) * (warmup + repeats))
-        runner = Runner(
-            lm,
-            run_id,
-            fingerprint(lm.device, nvml),
-            warmup=warmup,
-            repeats=repeats,
-            seed=seed,
-            save_outputs=save_outputs,
-            nvml=nvml,
-            nvml_reason=nvml_reason,
-            baseline_device_gib=baseline_gib,
-            on_request=lambda: progress.advance(task),
-        )
-        for point in points:
-            progress.update(task, description=f"{point.method} @ {point.label}")
-            record = runner.measure(workload, point)
-            append_record(output, record)
-            records.append(record)
+    with closing(runner):
+        describe(runner)
+        workload = Workload(pictures, prompt, new_tokens, source)
+        records = measure_points(runner, workload, points, output, py_spy)
     if as_json:
         for record in records:
             print(json.dumps(record))
     else:
-        setup = f"{lm.weights} weights, {dtype_name}, {lm.device}"
-        title = f"{lm.name} ({setup}), batch {batch}, {new_tokens} new tokens"
+        lm = runner.lm
+        setup = f"{lm.weights} weights, {str(lm.dtype).removeprefix('torch.')}, {lm.device}"
+        cap = f", memory cap {cap_gib:.1f} GiB" if cap_gib else ""
+        title = f"{lm.name} ({setup}{cap}), batch {batch}, {new_tokens} new tokens"
         out.print(results_table(records, title))
         out.print(
             f"medians of {repeats} measured requests after {warmup} warm-up · peak mem = torch max allocated "
             f"(n/a without CUDA)\n{BASELINE_NOTE[fidelity]} · records appended to {output}",
             highlight=False,
         )
+    print_warnings(records)
+    for path in [py_spy] + ([trace_path(torch_trace, p) for p in points] if torch_trace else []):
+        if path is not None and path.exists():
+            err.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", highlight=False)
     if any(r["status"] == "error" for r in records):
         raise typer.Exit(code=1)
+
+
+def parse_cap(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from profiler.memory import parse_gib
+
+    try:
+        return parse_gib(text)
+    except ValueError as exc:
+        raise InputError(f"--memory-cap: {exc}") from None
+
+
+def check_artifact(path: Path | None, suffix: str) -> None:
+    """An output file such as a flamegraph: the right kind, in a folder that exists."""
+    if path is None:
+        return
+    if path.suffix.lower() != suffix:
+        raise InputError(f"{path.name}: expected a {suffix} file")
+    if not path.parent.is_dir():
+        raise InputError(f"folder does not exist: {path.parent}")
+
+
+def describe(runner) -> None:
+    """What is measured, said plainly: model, weights, dtype, device, and how memory is read."""
+    lm = runner.lm
+    dtype_name = str(lm.dtype).removeprefix("torch.")
+    err.print(
+        f"model: [bold]{lm.name}[/] · {lm.weights} weights · {dtype_name} on {lm.device}", highlight=False
+    )
+    for note in lm.notes:
+        err.print(f"  {note}", highlight=False)
+    if runner.sampler is None:
+        err.print(f"  GPU memory and energy: not measured ({runner.nvml_reason})", highlight=False)
+
+
+def measure_points(runner, workload, points: list, output: Path, py_spy: Path | None = None) -> list[dict]:
+    """Measure each point with a progress bar, appending each record as soon as it exists."""
+    from profiler.pyspy import PySpyError, start_py_spy, stop_py_spy
+
+    spy = None
+    if py_spy is not None:
+        try:
+            spy = start_py_spy(py_spy)
+        except PySpyError as exc:
+            raise fail(str(exc)) from None
+    records = []
+    try:
+        with _progress() as progress:
+            task = progress.add_task("measuring", total=len(points) * (runner.warmup + runner.repeats))
+            runner.on_request = lambda: progress.advance(task)
+            for point in points:
+                progress.update(task, description=f"{point.method} @ {point.label}")
+                record = runner.measure(workload, point)
+                append_record(output, record)
+                records.append(record)
+    finally:
+        if spy is not None:
+            stop_py_spy(spy)
+    return records
+
+
+def print_warnings(records: list[dict]) -> None:
+    for record in records:
+        for warning in (record.get("metrics") or {}).get("warnings", []):
+            err.print(
+                f"[yellow]warning[/] ({record['config']['method']}): {warning}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+@app.command()
+def env(
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N: the device to describe.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """The hardware and software fingerprint stored in every record, and what can be measured here."""
+    from profiler.hardware import fingerprint
+    from profiler.memory import Nvml, NvmlUnavailable, SamplerProcess
+    from workloads.models import resolve_device
+
+    try:
+        dev = resolve_device(device)
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    nvml, reason = Nvml.open(dev)
+    info = fingerprint(dev, nvml)
+    measurable = {"device": str(dev), "nvml": "ok" if nvml else reason, "energy_counter": None}
+    if nvml is not None:
+        try:
+            with SamplerProcess(nvml.uuid) as sampler:
+                measurable["energy_counter"] = (
+                    "ok" if sampler.energy_supported else "not supported by this GPU"
+                )
+        except NvmlUnavailable as exc:
+            measurable["nvml"] = f"sampler: {exc}"
+    if as_json:
+        print(json.dumps({"hardware": info, "measurable": measurable}))
+        return
+    from rich.table import Table
+
+    table = Table(title="hired-bench env", show_header=False, title_justify="left")
+    for key, value in {**info, **measurable}.items():
+        table.add_row(key, "n/a" if value is None else str(value))
+    out.print(table)
 
 
 @app.command("show-selection")

@@ -6,9 +6,11 @@ never 0: torch reports 0 on a CPU, and NVML is missing on machines without an NV
 
 from __future__ import annotations
 
+import json
 import os
-import threading
-import time
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -39,12 +41,13 @@ def _import_pynvml():
 
 
 class Nvml:
-    """NVML's view of the GPU that torch uses, matched by UUID so CUDA_VISIBLE_DEVICES is respected."""
+    """NVML in this process, for the GPU torch uses (matched by UUID, so CUDA_VISIBLE_DEVICES is respected):
+    the idle baseline, the driver version, and the UUID the sampler process opens."""
 
-    def __init__(self, nvml, handle, pid: int):
+    def __init__(self, nvml, handle, uuid: str):
         self.nvml = nvml
         self.handle = handle
-        self.pid = pid
+        self.uuid = uuid
 
     @classmethod
     def open(cls, device: torch.device, nvml=None) -> tuple[Nvml | None, str | None]:
@@ -59,65 +62,143 @@ class Nvml:
             nvml.nvmlInit()
             index = device.index if device.index is not None else torch.cuda.current_device()
             uuid = str(torch.cuda.get_device_properties(index).uuid)
-            handle = nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+            uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+            handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
         except Exception as exc:  # NVMLError subclasses, or a torch without device uuids
             return None, f"NVML unavailable: {exc}"
-        return cls(nvml, handle, os.getpid()), None
+        return cls(nvml, handle, uuid), None
 
     def device_used_bytes(self) -> int:
         return int(self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
 
-    def process_used_bytes(self) -> int | None:
-        """This process's GPU memory, None where NVML cannot see it (PID namespaces, missing accounting)."""
-        for proc in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
-            if proc.pid == self.pid:
-                used = proc.usedGpuMemory
-                return None if used is None else int(used)
-        return None
-
 
 @dataclass
-class MemoryPeaks:
-    device_bytes: int | None = None
-    process_bytes: int | None = None
-    samples: int = 0
+class SamplerReading:
+    """What the sampler process saw during one request."""
+
+    device_bytes: int | None
+    process_bytes: int | None
+    pid_visible: bool
+    samples: int
+    seconds: float
+    energy_mj: int | None
+
+    @property
+    def hz(self) -> float | None:
+        return self.samples / self.seconds if self.seconds > 0 else None
 
 
-class MemorySampler:
-    """Polls NVML at >= 200 Hz between begin() and end() and keeps the peaks."""
+class NvmlUnavailable(RuntimeError):
+    """NVML cannot be read here; the message says why."""
 
-    def __init__(self, nvml: Nvml, interval_s: float = 0.002):
-        self.nvml = nvml
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.peaks = MemoryPeaks()
 
-    def _sample(self) -> None:
-        device = self.nvml.device_used_bytes()
-        process = self.nvml.process_used_bytes()
-        p = self.peaks
-        p.device_bytes = device if p.device_bytes is None else max(p.device_bytes, device)
-        if process is not None:
-            p.process_bytes = process if p.process_bytes is None else max(p.process_bytes, process)
-        p.samples += 1
+class SamplerProcess:
+    """The NVML sampler (profiler.nvml_sampler) in its own process, started once and polled per request.
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            time.sleep(self.interval_s)
+    begin() before a request, end() after it (also when it fails); close() always ends the process,
+    and the process also ends by itself if this one dies (its input closes).
+    """
+
+    def __init__(
+        self, uuid: str, interval_s: float = 0.002, nvml_module: str = "pynvml", timeout_s: float = 20.0
+    ):
+        from profiler.nvml_sampler import LineReader
+
+        command = [
+            sys.executable,
+            "-m",
+            "profiler.nvml_sampler",
+            "--uuid",
+            uuid,
+            "--pid",
+            str(os.getpid()),
+            "--interval",
+            str(interval_s),
+            "--nvml",
+            nvml_module,
+        ]
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self.reader = LineReader(self.proc.stdout.fileno())
+        try:
+            hello = self._reply(timeout_s)
+        except NvmlUnavailable:
+            self.close()
+            raise
+        if not hello.get("ready"):
+            self.close()
+            raise NvmlUnavailable(hello.get("error") or "the NVML sampler did not start")
+        self.energy_supported = bool(hello.get("energy"))
+        self.sampling = False
+
+    def _send(self, command: str) -> None:
+        self.proc.stdin.write(f"{command}\n".encode())
+        self.proc.stdin.flush()
+
+    def _reply(self, timeout_s: float) -> dict:
+        line = self.reader.readline(timeout_s)
+        if line is None:
+            raise NvmlUnavailable("the NVML sampler process stopped answering")
+        return json.loads(line)
 
     def begin(self) -> None:
-        self.peaks = MemoryPeaks()
-        self._stop.clear()
-        self._sample()
-        self._thread = threading.Thread(target=self._loop, name="nvml-sampler", daemon=True)
-        self._thread.start()
+        self._send("start")
+        self.sampling = True
 
-    def end(self) -> MemoryPeaks:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self._sample()  # the state at the end counts too
-        return self.peaks
+    def end(self) -> SamplerReading:
+        self._send("stop")
+        self.sampling = False
+        r = self._reply(10.0)
+        return SamplerReading(
+            r["device_peak_bytes"],
+            r["process_peak_bytes"],
+            r["pid_visible"],
+            r["samples"],
+            r["seconds"],
+            r["energy_mj"],
+        )
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._send("quit")
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            stream.close()
+
+    def __enter__(self) -> SamplerProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def parse_gib(text: str) -> float:
+    """'24GiB', '24GB', '24G', '800MiB' or a plain number of GiB -> GiB."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    units = {"": 1.0, "g": 1.0, "gib": 1.0, "gb": 1e9 / GIB, "mib": 1 / 1024, "m": 1 / 1024, "mb": 1e6 / GIB}
+    if not match or match[2].lower() not in units:
+        raise ValueError(f"memory size must look like 24GiB, 24GB or 800MiB, got {text!r}")
+    return float(match[1]) * units[match[2].lower()]
+
+
+def apply_memory_cap(device: torch.device, cap_gib: float) -> float:
+    """Let PyTorch's allocator use at most cap_gib on `device`, as on a smaller card; returns the fraction.
+
+    The cap binds PyTorch's caching allocator (weights, activations, KV cache); the CUDA context
+    (about 0.5 GiB) is outside it, as it is outside a real card's free memory after start-up.
+    """
+    if device.type != "cuda":
+        raise ValueError("--memory-cap emulates a smaller GPU and needs a CUDA device")
+    total_gib = torch.cuda.get_device_properties(device).total_memory / GIB
+    if not 0 < cap_gib <= total_gib:
+        raise ValueError(
+            f"--memory-cap {cap_gib:.2f} GiB must be above 0 and at most this card's {total_gib:.2f} GiB"
+        )
+    fraction = cap_gib / total_gib
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -16,10 +17,10 @@ from transformers import LogitsProcessorList
 
 from hired.glue import PreparedBatch, pad_id, prepare_batch
 from hired.methods import METHODS
-from profiler.memory import MemorySampler, Nvml, gib, reset_torch_peak, torch_peak_gib
+from profiler.memory import Nvml, SamplerProcess, SamplerReading, gib, reset_torch_peak, torch_peak_gib
 from profiler.metrics import PHASES, request_metrics
 from profiler.records import make_record
-from profiler.stats import summarize
+from profiler.stats import coefficient_of_variation, summarize
 from profiler.timing import StepClock, Timeline
 from workloads.models import LoadedModel
 
@@ -127,9 +128,12 @@ class Runner:
     repeats: int = 5
     seed: int = 0
     save_outputs: bool = False
-    nvml: Nvml | None = None
-    nvml_reason: str | None = "not opened"
+    sampler: SamplerProcess | None = None  # NVML device/process memory and energy, per request
+    nvml: Nvml | None = None  # in-process NVML: memory at the moment of an OOM
+    nvml_reason: str | None = "not opened"  # why there is no sampler
     baseline_device_gib: float | None = None  # NVML device use before the model was loaded
+    memory_cap_gib: float | None = None
+    torch_trace: Path | None = None  # write a Chrome trace of one more request per point
     on_request: Callable[[], None] = lambda: None
 
     def config(self, workload: Workload, point: Point) -> dict:
@@ -150,29 +154,28 @@ class Runner:
             "new_tokens": workload.new_tokens,
             "warmup": self.warmup,
             "repeats": self.repeats,
-            "memory_cap_gib": None,
+            "memory_cap_gib": self.memory_cap_gib,
             "seed": self.seed,
         }
 
     def measure(self, workload: Workload, point: Point) -> dict:
         """Warm-up, then measured repeats; always returns a record (status ok, oom or error)."""
         config = self.config(workload, point)
-        sampler = MemorySampler(self.nvml) if self.nvml else None
         try:
             torch.manual_seed(self.seed)
             for _ in range(self.warmup):
                 run_request(self.lm, workload, point)
                 self.on_request()
-            per_request, torch_peaks, nvml_peaks = [], [], []
+            per_request, torch_peaks, readings = [], [], []
             for _ in range(self.repeats):
                 reset_torch_peak(self.lm.device)
-                if sampler:
-                    sampler.begin()
+                if self.sampler:
+                    self.sampler.begin()
                 try:
                     result = run_request(self.lm, workload, point)
-                finally:
-                    if sampler:
-                        nvml_peaks.append(sampler.end())
+                finally:  # the sampler stops even when the request fails
+                    if self.sampler:
+                        readings.append(self.sampler.end())
                 torch_peaks.append(torch_peak_gib(self.lm.device))
                 per_request.append(
                     request_metrics(
@@ -184,6 +187,8 @@ class Runner:
                     )
                 )
                 self.on_request()
+            if self.torch_trace:
+                trace_request(self.lm, workload, point, trace_path(self.torch_trace, point))
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
             metrics = {"peak_memory_gib": self._memory_now()}
             self._release()
@@ -193,23 +198,37 @@ class Runner:
             return make_record(self.run_id, "error", config, self.hardware, None, error=_message(exc))
         config["prompt_tokens"] = result.batch.prompt_tokens
         metrics = aggregate(per_request)
-        metrics["peak_memory_gib"] = self._peaks(torch_peaks, nvml_peaks)
-        metrics["energy_j"] = {"per_request": None, "per_token": None}
+        notes: dict[str, str] = {}
+        metrics["peak_memory_gib"] = self._peaks(torch_peaks, readings, notes)
+        generated = workload.batch_size * workload.new_tokens
+        energy = [r.energy_mj / 1e3 for r in readings if r.energy_mj is not None]
+        metrics["energy_j"] = {
+            "per_request": summarize(energy),
+            "per_token": summarize([j / generated for j in energy]),
+        }
+        metrics["nvml_sample_hz"] = summarize([r.hz for r in readings])
         metrics["visual_tokens"] = _visual_tokens(result.batch)
-        metrics["unavailable"] = self._unavailable(metrics["peak_memory_gib"])
+        metrics["unavailable"] = self._unavailable(metrics, readings)
+        metrics["estimated"] = notes
+        metrics["warnings"] = variance_warnings(metrics)
         outputs = result.tokens.tolist() if self.save_outputs else None
         return make_record(self.run_id, "ok", config, self.hardware, metrics, outputs=outputs)
 
-    def _peaks(self, torch_peaks: list, nvml_peaks: list) -> dict:
+    def _peaks(self, torch_peaks: list, readings: list[SamplerReading], notes: dict) -> dict:
         allocated = [a for a, _ in torch_peaks if a is not None]
         reserved = [r for _, r in torch_peaks if r is not None]
-        device = [p.device_bytes for p in nvml_peaks if p.device_bytes is not None]
-        process = [p.process_bytes for p in nvml_peaks if p.process_bytes is not None]
+        device = gib(max((r.device_bytes for r in readings if r.device_bytes is not None), default=None))
+        process = gib(max((r.process_bytes for r in readings if r.process_bytes is not None), default=None))
+        if process is None and device is not None and self.baseline_device_gib is not None:
+            process = device - self.baseline_device_gib  # PIDs hidden (containers): what this run added
+            notes["peak_memory_gib.nvml_process"] = (
+                "NVML does not list this PID (container PID namespace?): device peak minus the idle baseline"
+            )
         return {
             "torch_allocated": max(allocated, default=None),
             "torch_reserved": max(reserved, default=None),
-            "nvml_device": gib(max(device, default=None)),
-            "nvml_process": gib(max(process, default=None)),
+            "nvml_device": device,
+            "nvml_process": process,
             "baseline_device": self.baseline_device_gib,
         }
 
@@ -224,24 +243,70 @@ class Runner:
             "baseline_device": self.baseline_device_gib,
         }
 
-    def _unavailable(self, peaks: dict) -> dict:
+    def _unavailable(self, metrics: dict, readings: list[SamplerReading]) -> dict:
         """Why a metric is null on this machine (a null metric is never a made-up 0)."""
-        reasons = {"energy_j": "not measured by this suite version"}
+        reasons = {}
+        peaks = metrics["peak_memory_gib"]
         if self.lm.device.type != "cuda":
             reasons["peak_memory_gib.torch_allocated"] = "no CUDA device: torch tracks no CPU peak"
             reasons["peak_memory_gib.torch_reserved"] = "no CUDA device: torch tracks no CPU peak"
-        if self.nvml is None:
-            for key in ("nvml_device", "nvml_process", "baseline_device"):
-                reasons[f"peak_memory_gib.{key}"] = self.nvml_reason
-        elif peaks["nvml_process"] is None:
-            reasons["peak_memory_gib.nvml_process"] = "NVML lists no memory for this PID (PID namespace?)"
+        if self.sampler is None:
+            for key in (
+                "peak_memory_gib.nvml_device",
+                "peak_memory_gib.nvml_process",
+                "energy_j",
+                "nvml_sample_hz",
+            ):
+                reasons[key] = self.nvml_reason
+        elif metrics["energy_j"]["per_request"] is None:
+            reasons["energy_j"] = "this GPU has no NVML total-energy counter"
+        if self.baseline_device_gib is None:
+            reasons["peak_memory_gib.baseline_device"] = self.nvml_reason
+        if self.sampler is not None and peaks["nvml_process"] is None:
+            reasons["peak_memory_gib.nvml_process"] = (
+                "NVML lists no memory for this PID and there is no baseline"
+            )
         return reasons
+
+    def close(self) -> None:
+        """End the sampler process (the model stays)."""
+        if self.sampler is not None:
+            self.sampler.close()
+            self.sampler = None
 
     def _release(self) -> None:
         """Free what a failed point left behind, so the next point measures like a fresh one."""
         gc.collect()
         if self.lm.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+TTFT_CV_LIMIT = 0.05
+
+
+def variance_warnings(metrics: dict) -> list[str]:
+    """Run-to-run spread a reader should know about."""
+    cv = coefficient_of_variation(metrics.get("ttft_s"))
+    if cv is not None and cv > TTFT_CV_LIMIT:
+        return [
+            f"TTFT varies {cv:.1%} run to run (over {TTFT_CV_LIMIT:.0%}): add --repeats or quiet the machine"
+        ]
+    return []
+
+
+def trace_path(base: Path, point: Point) -> Path:
+    """out.json -> out.hired.json: one Chrome trace per point."""
+    return base.with_name(f"{base.stem}.{point.method}{base.suffix}")
+
+
+def trace_request(lm: LoadedModel, workload: Workload, point: Point, path: Path) -> None:
+    """One more request (not counted) under the torch profiler, exported as a Chrome trace."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if lm.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run_request(lm, workload, point)
+    prof.export_chrome_trace(str(path))
 
 
 def _visual_tokens(batch: PreparedBatch) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from profiler.memory import GIB, MemorySampler, Nvml
+from profiler.memory import GIB, Nvml
 from profiler.metrics import request_metrics
 from profiler.records import append_record, make_record, read_records
 from profiler.stats import coefficient_of_variation, summarize
@@ -87,13 +87,12 @@ class FakeNVMLError(Exception):
 
 
 class FakeNvml:
-    """The slice of pynvml the suite uses; memory readings come from a script."""
+    """The slice of pynvml this process uses (UUID lookup, baseline reading)."""
 
     NVMLError = FakeNVMLError
 
-    def __init__(self, used=(1, 2, 3), processes=None, init_error=None):
+    def __init__(self, used=(1, 2, 3), init_error=None):
         self.used = list(used)
-        self.processes = processes  # callable -> list of (pid, bytes)
         self.init_error = init_error
         self.calls = 0
 
@@ -130,28 +129,8 @@ def test_nvml_open_off_cuda_and_when_library_missing(monkeypatch):
 def test_nvml_matches_the_torch_device_by_uuid(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=f"uuid-of-{i}"))
     nvml, reason = Nvml.open(torch.device("cuda:1"), FakeNvml())
-    assert reason is None and nvml.handle == ("handle", "GPU-uuid-of-1")
-
-
-def test_sampler_keeps_peaks_and_process_memory(monkeypatch):
-    import os
-
-    readings = [5 * GIB, 9 * GIB, 7 * GIB]
-    fake = FakeNvml(used=readings, processes=lambda: [(1, 100), (os.getpid(), 3 * GIB)])
-    sampler = MemorySampler(Nvml(fake, "h", os.getpid()), interval_s=0.001)
-    sampler.begin()
-    time.sleep(0.05)
-    peaks = sampler.end()
-    assert peaks.device_bytes == 9 * GIB and peaks.process_bytes == 3 * GIB
-    assert peaks.samples >= 10  # well above 200 Hz over 50 ms
-
-
-def test_sampler_when_pid_is_not_visible():
-    fake = FakeNvml(used=[GIB], processes=lambda: [(1, 100)])
-    sampler = MemorySampler(Nvml(fake, "h", pid=424242), interval_s=0.001)
-    sampler.begin()
-    peaks = sampler.end()
-    assert peaks.device_bytes == GIB and peaks.process_bytes is None
+    assert reason is None and nvml.handle == ("handle", "GPU-uuid-of-1") and nvml.uuid == "GPU-uuid-of-1"
+    assert nvml.device_used_bytes() == 1
 
 
 def test_records_append_flush_and_survive_a_half_written_line(tmp_path):

@@ -1,0 +1,208 @@
+"""Issue 4's measurements on CPU: the NVML sampler process against a fake binding (tests/fake_pynvml.py),
+the runner wired to it, phase bookkeeping, py-spy and torch traces, the memory cap and `env`."""
+
+import json
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from profiler.cli import app
+from profiler.memory import GIB, NvmlUnavailable, SamplerProcess, apply_memory_cap, parse_gib
+from profiler.runner import Point, Runner, Workload, run_request, variance_warnings
+from workloads.images import synthetic_images
+
+REPO = Path(__file__).resolve().parents[1]
+RUNNER = CliRunner()
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    """Configure the fake pynvml the sampler process will import; returns a function taking the script."""
+    monkeypatch.setenv("PYTHONPATH", f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("FAKE_NVML_PID", str(os.getpid()))
+
+    def configure(**script):
+        monkeypatch.setenv("FAKE_NVML", json.dumps(script))
+        return "tests.fake_pynvml"
+
+    return configure
+
+
+def test_sampler_reads_peaks_pid_memory_and_energy(fake_nvml):
+    module = fake_nvml(
+        used=[5 * GIB, 9 * GIB, 7 * GIB],
+        processes=[[1, 100], ["$PID", 3 * GIB]],
+        energy_mj=1_000_000,
+        energy_step_mj=5,
+    )
+    with SamplerProcess("GPU-fake", nvml_module=module) as sampler:
+        assert sampler.energy_supported
+        sampler.begin()
+        time.sleep(0.2)
+        reading = sampler.end()
+    assert reading.device_bytes == 9 * GIB and reading.process_bytes == 3 * GIB and reading.pid_visible
+    assert reading.hz >= 200  # the sampler's own rate, well above the 200 Hz floor
+    assert reading.energy_mj == 5 * reading.samples  # counter difference between start and stop
+
+
+def test_sampler_when_the_pid_is_not_visible_and_energy_unsupported(fake_nvml):
+    module = fake_nvml(used=[2 * GIB], processes=[[1, 100]], energy_mj=None)
+    with SamplerProcess("GPU-fake", nvml_module=module) as sampler:
+        assert not sampler.energy_supported
+        sampler.begin()
+        reading = sampler.end()
+    assert reading.device_bytes == 2 * GIB
+    assert reading.process_bytes is None and not reading.pid_visible and reading.energy_mj is None
+
+
+def test_sampler_missing_library_or_driver(fake_nvml):
+    fake_nvml()
+    with pytest.raises(NvmlUnavailable, match="ModuleNotFoundError"):
+        SamplerProcess("GPU-fake", nvml_module="no_such_nvml_binding")
+    module = fake_nvml(init_error="NVML Shared Library Not Found")
+    with pytest.raises(NvmlUnavailable, match="NVML Shared Library Not Found"):
+        SamplerProcess("GPU-fake", nvml_module=module)
+
+
+def test_sampler_process_always_ends(fake_nvml):
+    module = fake_nvml(used=[GIB])
+    with pytest.raises(RuntimeError), SamplerProcess("GPU-fake", nvml_module=module) as sampler:
+        sampler.begin()  # a request fails while sampling
+        raise RuntimeError("request failed")
+    assert sampler.proc.poll() is not None  # ended by the context manager
+    orphan = SamplerProcess("GPU-fake", nvml_module=module)
+    orphan.begin()
+    orphan.proc.stdin.close()  # what happens when the measuring process dies mid-sampling
+    assert orphan.proc.wait(timeout=10) == 0  # it notices the closed input and ends by itself
+
+
+def workload(new_tokens=4, batch=2):
+    return Workload(synthetic_images([(600, 600)], batch, seed=1), "What is shown in this image?", new_tokens)
+
+
+def test_runner_records_sampler_figures(tiny, fake_nvml):
+    module = fake_nvml(used=[10 * GIB, 12 * GIB], processes=[[1, 5]], energy_mj=0, energy_step_mj=20)
+    with SamplerProcess("GPU-fake", nvml_module=module) as sampler:
+        runner = Runner(tiny, "r", {}, warmup=0, repeats=2, sampler=sampler, baseline_device_gib=4.0)
+        record = runner.measure(workload(), Point("hired", 0.2, {"alpha": 0.5, "l_init": 0, "l_final": 2}))
+    m = record["metrics"]
+    assert record["status"] == "ok"
+    assert m["peak_memory_gib"]["nvml_device"] == 12.0
+    assert m["peak_memory_gib"]["nvml_process"] == 8.0  # PID hidden: device peak minus the idle baseline
+    assert "peak_memory_gib.nvml_process" in m["estimated"]
+    energy = m["energy_j"]
+    assert energy["per_request"]["median"] > 0
+    assert energy["per_token"]["values"] == pytest.approx([j / 8 for j in energy["per_request"]["values"]])
+    assert m["nvml_sample_hz"]["median"] >= 200
+    assert "energy_j" not in m["unavailable"]
+
+
+def test_runner_without_nvml_says_why(tiny):
+    runner = Runner(tiny, "r", {}, warmup=0, repeats=1, nvml_reason="no CUDA device in use")
+    m = runner.measure(workload(), Point("none", 1.0))["metrics"]
+    assert m["energy_j"] == {"per_request": None, "per_token": None}
+    assert m["unavailable"]["energy_j"] == "no CUDA device in use"
+    assert m["peak_memory_gib"]["nvml_device"] is None
+
+
+def test_phases_add_up_and_every_step_is_seen(tiny):
+    runner = Runner(tiny, "r", {}, warmup=1, repeats=3)
+    m = runner.measure(
+        workload(new_tokens=6), Point("hired", 0.3, {"alpha": 0.5, "l_init": 0, "l_final": 2})
+    )["metrics"]
+    for i, e2e in enumerate(m["e2e_s"]["values"]):
+        total = sum(stats["values"][i] for stats in m["phases_s"].values())
+        assert total == pytest.approx(e2e, rel=0.02)
+    assert len(m["itl_s"]["values"]) == 3 * (6 - 1)  # one gap per decode step, per request
+    result = run_request(tiny, workload(new_tokens=6), Point("none", 1.0))
+    assert len(result.steps) == 6 and result.tokens.shape == (2, 6)
+
+
+def test_variance_warning():
+    assert variance_warnings({"ttft_s": {"mean": 1.0, "stdev": 0.1}})[0].startswith("TTFT varies 10.0%")
+    assert variance_warnings({"ttft_s": {"mean": 1.0, "stdev": 0.01}}) == []
+    assert variance_warnings({"ttft_s": {"mean": 1.0, "stdev": None}}) == []
+
+
+FAST = [
+    "run",
+    "--model",
+    "tiny",
+    "--device",
+    "cpu",
+    "--warmup",
+    "0",
+    "--repeats",
+    "1",
+    "--new-tokens",
+    "3",
+    "--batch",
+    "1",
+]
+
+
+def test_py_spy_flamegraph(tmp_path):
+    svg = tmp_path / "host.svg"
+    result = RUNNER.invoke(app, [*FAST, "--output", str(tmp_path / "r.jsonl"), "--py-spy", str(svg)])
+    if result.exit_code == 2 and "ptrace" in result.stderr:
+        pytest.skip(f"the kernel refuses ptrace here: {result.stderr.strip()}")
+    assert result.exit_code == 0, result.stderr
+    text = svg.read_text()
+    assert text.startswith("<?xml") and "run_request" in text  # our host-side frames are in it
+
+
+def test_torch_trace_per_point(tmp_path):
+    trace = tmp_path / "trace.json"
+    result = RUNNER.invoke(app, [*FAST, "--output", str(tmp_path / "r.jsonl"), "--torch-trace", str(trace)])
+    assert result.exit_code == 0, result.stderr
+    for method in ("none", "hired"):
+        events = json.loads((tmp_path / f"trace.{method}.json").read_text())["traceEvents"]
+        assert any(e.get("name") == "aten::linear" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("text", "gib"), [("24GiB", 24.0), ("24", 24.0), ("24G", 24.0), ("24GB", 24e9 / GIB), ("512MiB", 0.5)]
+)
+def test_parse_gib(text, gib):
+    assert parse_gib(text) == pytest.approx(gib)
+
+
+def test_memory_cap_fraction_and_refusals(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=80 * GIB))
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
+    cuda = torch.device("cuda", 0)
+    assert apply_memory_cap(cuda, 24.0) == pytest.approx(0.3) and calls == [(pytest.approx(0.3), cuda)]
+    with pytest.raises(ValueError, match=r"at most this card's 80\.00 GiB"):
+        apply_memory_cap(cuda, 100.0)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        apply_memory_cap(torch.device("cpu"), 24.0)
+
+
+@pytest.mark.parametrize(
+    ("cap", "message"),
+    [("24GiB", "needs a CUDA device"), ("lots", "--memory-cap: memory size must look like")],
+)
+def test_memory_cap_cli_errors(tmp_path, cap, message):
+    result = RUNNER.invoke(app, [*FAST, "--output", str(tmp_path / "r.jsonl"), "--memory-cap", cap])
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_env_reports_the_record_fingerprint():
+    result = RUNNER.invoke(app, ["env", "--json", "--device", "cpu"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert {"gpu_name", "driver", "cuda", "cpu", "ram_gib", "torch", "transformers", "python"} <= set(
+        data["hardware"]
+    )
+    assert (
+        data["hardware"]["torch"] == torch.__version__
+        and data["measurable"]["nvml"] == "no CUDA device in use"
+    )
+    table = RUNNER.invoke(app, ["env", "--device", "cpu"])
+    assert table.exit_code == 0 and "transformers" in table.stdout
