@@ -1,0 +1,130 @@
+"""Does measuring change what is measured? Decode tokens/s with the profiler against a bare loop.
+
+    python -m profiler.bench_overhead [--model auto] [--batch 4] [--new-tokens 64] [--rounds 20]
+
+Both paths run the same inputs_embeds through generate(). Profiled: what hired-bench adds during
+decoding, i.e. the request timeline, the hook at every generation step (host clock or CUDA event;
+the first token synchronises) and, on a GPU, the NVML sampler process. Bare: nothing. Decode time
+= t(T tokens) - t(1 token) in both, so only the per-step cost differs; each round runs both paths
+back to back and the median of the per-round ratios is reported. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import LogitsProcessorList
+
+from hired.glue import pad_id, prepare_batch
+from hired.methods import METHODS
+from profiler.timing import StepClock, Timeline
+from workloads.images import synthetic_images
+from workloads.models import load_model
+
+
+def generate_seconds(lm, batch, new_tokens: int, profiled: bool, sampler=None) -> float:
+    """Wall time of one generate() call (synchronised at both ends), with or without the profiler."""
+    processors = LogitsProcessorList()
+    if profiled:
+        timeline = Timeline(lm.device)
+        timeline.start()
+        processors.append(StepClock(timeline))
+        if sampler:
+            sampler.begin()
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize(lm.device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = lm.model.generate(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id(lm.model),
+            logits_processor=processors,
+        )
+    out.cpu()
+    seconds = time.perf_counter() - start
+    if profiled:
+        timeline.mark_host("end")
+        timeline.times()
+        if sampler:
+            sampler.end()
+    return seconds
+
+
+def hook_cost_us(device: torch.device, calls: int = 20_000) -> float:
+    """What the profiler adds to one generation step, timed over many calls (steps after the first)."""
+    timeline = Timeline(device)
+    timeline.start()
+    clock = StepClock(timeline)
+    ids, scores = torch.zeros(1, 1, dtype=torch.long), torch.zeros(1, 8)
+    clock(ids, scores)  # the first call synchronises once: not a per-step cost
+    start = time.perf_counter()
+    for _ in range(calls):
+        clock(ids, scores)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="auto")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    lm = load_model(args.model, "auto", "auto", args.device)
+    images = synthetic_images([(600, 600)], args.batch)
+    pixels = lm.image_processor(images, return_tensors="pt")
+    sizes = [tuple(s) for s in pixels["image_sizes"].tolist()]
+    ids = [lm.prompt_ids("What is shown in this image?")] * args.batch
+    batch = prepare_batch(lm.model, pixels["pixel_values"], sizes, ids, METHODS["none"], 1.0, {})
+    sampler = None
+    if lm.device.type == "cuda":
+        from profiler.memory import Nvml, NvmlUnavailable, SamplerProcess
+
+        nvml, _ = Nvml.open(lm.device)
+        try:
+            sampler = SamplerProcess(nvml.uuid) if nvml else None
+        except NvmlUnavailable:
+            sampler = None
+    steps = args.batch * (args.new_tokens - 1)
+
+    def decode_rate(profiled: bool) -> float:
+        long = generate_seconds(lm, batch, args.new_tokens, profiled, sampler)
+        short = generate_seconds(lm, batch, 1, profiled, sampler)
+        return steps / (long - short)
+
+    for profiled in (False, True, False, True):  # warm-up
+        decode_rate(profiled)
+    rates = [(decode_rate(False), decode_rate(True)) for _ in range(args.rounds)]
+    if sampler:
+        sampler.close()
+    hook_us = hook_cost_us(lm.device)
+    ratios = sorted(p / b for b, p in rates)
+    bare = statistics.median(b for b, _ in rates)
+    profiled = statistics.median(p for _, p in rates)
+    median = statistics.median(ratios)
+    quarter = len(ratios) // 4
+    print(
+        f"{lm.name} ({lm.weights} weights) on {lm.device}, batch {args.batch}, {args.new_tokens} new tokens, "
+        f"{args.rounds} paired rounds, NVML sampler {'on' if sampler else 'off (no GPU)'}"
+    )
+    print(f"decode tokens/s: bare {bare:.1f}, profiled {profiled:.1f}")
+    print(
+        f"profiled / bare, median of rounds: {median:.4f} ({(median - 1) * 100:+.2f}%; target within 1%), "
+        f"middle half of rounds {ratios[quarter]:.3f}-{ratios[-quarter - 1]:.3f}"
+    )
+    step_us = 1e6 * args.batch / profiled
+    print(f"the per-step hook itself: {hook_us:.2f} us per call = {hook_us / step_us:.4%} of a decode step")
+
+
+if __name__ == "__main__":
+    main()
