@@ -206,3 +206,19 @@ def test_env_reports_the_record_fingerprint():
     )
     table = RUNNER.invoke(app, ["env", "--device", "cpu"])
     assert table.exit_code == 0 and "transformers" in table.stdout
+
+
+def test_py_spy_without_permission_is_one_clear_line(tmp_path, monkeypatch):
+    fake = tmp_path / "py-spy"
+    refusal = "Permission Denied: Try running again with elevated permissions"
+    fake.write_text(f"#!/bin/sh\necho '{refusal}'\nexit 1\n")
+    fake.chmod(0o755)
+    import profiler.pyspy
+
+    monkeypatch.setattr(profiler.pyspy.shutil, "which", lambda name: str(fake))
+    out = tmp_path / "r.jsonl"
+    result = RUNNER.invoke(app, [*FAST, "--output", str(out), "--py-spy", str(tmp_path / "host.svg")])
+    assert result.exit_code == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "py-spy could not attach" in line and "Permission Denied" in line and "ptrace permission" in line
+    assert not out.exists() or out.read_text() == ""  # nothing measured, nothing written
