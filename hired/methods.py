@@ -194,3 +194,21 @@ def check_point(method: Method, budget: float | None, fidelity: str) -> None:
         )
     if budget is not None and not 0.0 < budget <= 1.0:
         raise ValueError(f"budget must be in (0, 1] (a fraction of the visual tokens kept), got {budget}")
+
+
+def expected_tokens(method: str, budget: float | None, fidelity: str, layout) -> int | None:
+    """Visual tokens the LLM will receive for one image, from the layout alone; None when the count
+    depends on the weights (adaptive PruMerge) or the attention (reference HiRED keeps at most this)."""
+    from hired.baselines import pooled_size
+
+    if method == "none" or (fidelity == "paper" and budget is not None and budget >= 1.0):
+        return layout.stock_tokens if fidelity == "paper" else layout.n_full
+    if budget is None:
+        return None
+    if method == "pool":
+        base = pooled_size(layout.side, layout.side, budget)
+        canvas = pooled_size(*layout.canvas, budget) if layout.partitions > 1 else (0, 0)
+        return base[0] * base[1] + canvas[0] * canvas[1]
+    if fidelity == "reference":  # HiRED's int(P * 576 * b), before un-padding drops what fell in padding
+        return int(layout.partitions * layout.side**2 * budget)
+    return budget_tokens(budget, layout.n_full)

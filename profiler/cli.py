@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from hired.methods import FIDELITIES, METHODS, check_point, method_params
@@ -480,6 +481,261 @@ def show_selection(
     figure = draw_selection(pictures, layout, selection, title, note)
     figure.savefig(out, dpi=110)
     err.print(f"{title}\nwrote {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    file: Annotated[Path, typer.Argument(help="Sweep file (TOML), e.g. workloads/smoke.toml.")],
+    resume: Annotated[
+        bool, typer.Option(help="Run only the points that have no record in the output yet.")
+    ] = False,
+    isolate: Annotated[
+        bool,
+        typer.Option(help="Run every point in its own process (full isolation; loads the model each time)."),
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option(help="JSON Lines file for the records (default: the file's `output`).")
+    ] = None,
+) -> None:
+    """Measure the grid in FILE: methods x budgets x batch sizes x image sizes x models, point by point."""
+    from profiler.sweep import pending_points, repair_tail, run_points
+    from workloads.sweep import load_sweep
+
+    try:
+        spec = load_sweep(file)
+        output = output or spec.output
+        check_writable(output)
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    if cut := repair_tail(output):
+        err.print(f"removed a half-written last record ({cut} bytes) from {output}", highlight=False)
+    todo = pending_points(spec.points, output, resume)
+    done = len(spec.points) - len(todo)
+    err.print(
+        f"sweep {spec.name}: {len(spec.points)} points"
+        + (f", {done} already recorded, {len(todo)} to run" if resume else "")
+        + f" -> {output}",
+        highlight=False,
+    )
+    records = []
+    with _progress() as progress:
+        task = progress.add_task("starting", total=sum(p.warmup + p.repeats for p in todo))
+
+        def on_point(point) -> None:
+            label = "adaptive" if point.budget is None else f"{point.budget:.0%}"
+            progress.update(
+                task, description=f"{point.model} {point.method} @ {label} batch {point.batch_size}"
+            )
+
+        def on_request() -> None:
+            progress.advance(task)
+
+        for record in run_points(todo, output, spec.name, new_run_id(), isolate, on_point, on_request):
+            if isolate or record["status"] != "ok":
+                progress.advance(task, record["config"]["warmup"] + record["config"]["repeats"])
+            records.append(record)
+    print_sweep(records)
+    counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "oom", "error")}
+    err.print(
+        f"{len(records)} points measured: {counts['ok']} ok, {counts['oom']} oom, {counts['error']} error "
+        f"· records in {output}",
+        highlight=False,
+    )
+
+
+def print_sweep(records: list[dict]) -> None:
+    """One table per workload and batch size, each against its own baseline."""
+
+    def group(r):
+        c = r["config"]
+        return (c["model"], c["new_tokens"], str(c["image_sizes"][:1]), c["batch_size"])
+
+    for key in sorted({group(r) for r in records}, key=lambda k: (k[0], k[1], k[2], k[3])):
+        rows = [r for r in records if group(r) == key]
+        c = rows[0]["config"]
+        title = f"{c['model']} ({c['weights']}), batch {c['batch_size']}, {c['new_tokens']} new tokens"
+        out.print(results_table(rows, title))
+
+
+def parse_budgets(text: str) -> list[float | None]:
+    return [parse_budget(part) for part in text.split(",") if part.strip()]
+
+
+@app.command("oom-boundary")
+def oom_boundary(
+    model: Annotated[str, typer.Option(help="Preset, folder or cached id; auto by device.")] = "auto",
+    method: Annotated[
+        str, typer.Option(help="A method or all; the baseline is always searched too.")
+    ] = "all",
+    budget: Annotated[str, typer.Option(help="Budgets, comma-separated, e.g. 0.1,0.2,0.4.")] = "0.2",
+    fidelity: Annotated[str, typer.Option(help="paper or reference.")] = "paper",
+    weights: Annotated[str, typer.Option(help="auto, pretrained or random.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float16, bfloat16, float32.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    image_size: Annotated[list[str] | None, typer.Option(help="WIDTHxHEIGHT; repeat to mix sizes.")] = None,
+    new_tokens: Annotated[int, typer.Option(help="New tokens per sample.")] = 15,
+    memory_cap: Annotated[
+        str | None, typer.Option(help="Search under a smaller card's memory, e.g. 24GiB.")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Largest batch size tried.")] = 256,
+    warmup: Annotated[int, typer.Option(help="Warm-up requests per probe.")] = 0,
+    repeats: Annotated[int, typer.Option(help="Measured requests per probe.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed for weights and images.")] = 0,
+    output: Annotated[Path, typer.Option(help="JSON Lines file for probes and boundaries.")] = Path(
+        "results/oom-boundary.jsonl"
+    ),
+) -> None:
+    """The largest batch that fits, per method x budget: galloping (1, 2, 4, ...) then binary search.
+
+    Every probe is an ordinary point record; one `oom_boundary` record per method and budget
+    holds the result and, on a GPU, the memory model's prediction for the same memory.
+    """
+    try:
+        check_inputs(1, new_tokens, warmup, repeats)
+        if max_batch < 1:
+            raise InputError(f"--max-batch must be at least 1, got {max_batch}")
+        budgets = parse_budgets(budget)
+        names = sorted(
+            {n for b in budgets for n in method_names(method, b, fidelity)}, key=list(METHODS).index
+        )
+        cap_gib = parse_cap(memory_cap)
+        sizes = [parse_size(s) for s in image_size or ["600x600"]]
+        check_writable(output)
+        from hired.glue import vision_shape
+        from profiler.session import open_runner
+
+        with err.status("building the model…"):
+            runner = open_runner(
+                model=model,
+                weights=weights,
+                dtype=dtype,
+                device=device,
+                seed=seed,
+                run_id=new_run_id(),
+                warmup=warmup,
+                repeats=repeats,
+                memory_cap_gib=cap_gib,
+            )
+        plan = [
+            (p, b)
+            for b in budgets
+            for p in plan_points(names, b, fidelity, vision_shape(runner.lm.model), {}, seed)
+            if p.method != "none" or b == budgets[0]
+        ]
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    from profiler.boundary import find_boundaries
+
+    with closing(runner):
+        describe(runner)
+        with _progress() as progress:
+            task = progress.add_task("probing", total=None)
+            rows = find_boundaries(
+                runner,
+                plan,
+                sizes,
+                new_tokens,
+                max_batch,
+                output,
+                cap_gib,
+                lambda text: progress.update(task, description=text),
+            )
+    from rich.table import Table
+
+    table = Table(
+        title=f"largest batch that fits ({'cap ' + f'{cap_gib:.1f} GiB' if cap_gib else 'whole card'})",
+        title_justify="left",
+    )
+    for name in ("method", "budget", "fits", "first OOM", "probes", "predicted"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for r in rows:
+        failing = r["smallest_failing"]
+        table.add_row(
+            r["method"],
+            r["budget_label"],
+            str(r["largest_fitting"]),
+            "none up to " + str(max_batch) if failing is None else str(failing),
+            str(len(r["probes"])),
+            "n/a" if r["predicted_largest"] is None else str(r["predicted_largest"]),
+        )
+        if r["stopped_by"]:
+            table.add_row("", "", f"[red]stopped[/]: {escape(r['stopped_by'])}", "", "", "")
+    out.print(table)
+    err.print(f"probes and boundaries appended to {output}", highlight=False)
+
+
+@app.command()
+def predict(
+    gpu_memory: Annotated[str, typer.Option(help="Memory of the card to predict for, e.g. 24GiB.")],
+    model: Annotated[str, typer.Option(help="Preset, folder or cached id.")] = "llava-next-7b",
+    dtype: Annotated[str, typer.Option(help="float16, bfloat16 or float32.")] = "float16",
+    method: Annotated[str, typer.Option(help="A method or all.")] = "all",
+    budget: Annotated[str, typer.Option(help="Budgets, comma-separated.")] = "0.1,0.2,0.4",
+    fidelity: Annotated[str, typer.Option(help="paper or reference.")] = "paper",
+    image_size: Annotated[list[str] | None, typer.Option(help="WIDTHxHEIGHT; repeat to mix sizes.")] = None,
+    new_tokens: Annotated[int, typer.Option(help="New tokens per sample.")] = 15,
+    overhead: Annotated[
+        str,
+        typer.Option(help="Memory that is not PyTorch's: the CUDA context (use 0 for a --memory-cap run)."),
+    ] = "0.5GiB",
+    prompt: Annotated[str, typer.Option(help="Question asked about each image.")] = DEFAULT_PROMPT,
+    output: Annotated[
+        Path | None, typer.Option(help="Also append the predictions (JSON Lines) here.")
+    ] = None,
+) -> None:
+    """Predicted peak memory and the largest batch that fits on a card, from the configuration alone."""
+    from profiler.memory import parse_gib
+    from profiler.memory_model import BYTES
+
+    try:
+        memory_gib, overhead_gib = parse_gib(gpu_memory), parse_gib(overhead)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    try:
+        if dtype not in BYTES:
+            raise InputError(f"unknown --dtype {dtype!r} (use {', '.join(BYTES)})")
+        check_inputs(1, new_tokens, 0, 1)
+        budgets = parse_budgets(budget)
+        sizes = [parse_size(s) for s in image_size or ["600x600"]]
+        if output is not None:
+            check_writable(output)
+        from profiler.memory_model import predictions
+
+        plan = [(name, b) for b in budgets for name in ["none", *method_names(method, b, fidelity)]]
+        plan = [(name, b) for i, (name, b) in enumerate(plan) if name != "none" or i == 0]
+        with err.status("reading the model's shape…"):
+            rows = predictions(
+                model, dtype, plan, fidelity, sizes, new_tokens, prompt, memory_gib - overhead_gib
+            )
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    from rich.table import Table
+
+    table = Table(
+        title=f"{model} ({dtype}) on a {memory_gib:.0f} GiB card ({overhead_gib:.1f} GiB not PyTorch's), "
+        f"{new_tokens} new tokens",
+        title_justify="left",
+    )
+    for name in ("method", "budget", "tokens/image", "peak b=1", "b=2", "b=4", "b=8", "largest batch"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for r in rows:
+        peaks = r["peak_gib_by_batch"]
+        table.add_row(
+            r["method"],
+            r["budget_label"],
+            str(r["tokens_per_image"] or "adaptive"),
+            *("n/a" if peaks is None else f"{peaks[str(b)]:.1f}" for b in (1, 2, 4, 8)),
+            "n/a" if r["largest_batch"] is None else str(r["largest_batch"]),
+        )
+    out.print(table)
+    out.print(
+        "peaks in GiB of PyTorch-allocated memory (weights + KV cache + the largest phase's activations); "
+        "a model, not a measurement: compare with oom-boundary on a real card",
+        highlight=False,
+    )
+    if output is not None:
+        for r in rows:
+            append_record(output, {"kind": "prediction", "schema_version": 1, **r})
 
 
 def _progress() -> Progress:

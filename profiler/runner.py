@@ -136,6 +136,12 @@ class Runner:
     torch_trace: Path | None = None  # write a Chrome trace of one more request per point
     on_request: Callable[[], None] = lambda: None
 
+    def __post_init__(self) -> None:
+        # what the model alone holds: an OOM clean-up must get back to this
+        self.resident_gib = (
+            gib(torch.cuda.memory_allocated(self.lm.device)) if self.lm.device.type == "cuda" else None
+        )
+
     def config(self, workload: Workload, point: Point) -> dict:
         return {
             "model": self.lm.name,
@@ -190,12 +196,15 @@ class Runner:
             if self.torch_trace:
                 trace_request(self.lm, workload, point, trace_path(self.torch_trace, point))
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-            metrics = {"peak_memory_gib": self._memory_now()}
-            self._release()
-            return make_record(self.run_id, "oom", config, self.hardware, metrics, error=_message(exc))
+            failure = ("oom", _message(exc), self._memory_now())
         except Exception as exc:
-            self._release()
-            return make_record(self.run_id, "error", config, self.hardware, None, error=_message(exc))
+            failure = ("error", _message(exc), None)
+        else:
+            failure = None
+        if failure:  # cleaned up here, outside `except`: the traceback's frames held the tensors
+            status, message, memory = failure
+            metrics = {"peak_memory_gib": memory, "cleanup": self._release()} if status == "oom" else None
+            return make_record(self.run_id, status, config, self.hardware, metrics, error=message)
         config["prompt_tokens"] = result.batch.prompt_tokens
         metrics = aggregate(per_request)
         notes: dict[str, str] = {}
@@ -274,11 +283,21 @@ class Runner:
             self.sampler.close()
             self.sampler = None
 
-    def _release(self) -> None:
-        """Free what a failed point left behind, so the next point measures like a fresh one."""
+    def _release(self) -> dict | None:
+        """Free what a failed point left behind, so the next point measures like a fresh one.
+
+        Returns the check: memory allocated after the clean-up against the model-only level
+        measured after loading (clean when within 1%).
+        """
         gc.collect()
-        if self.lm.device.type == "cuda":
-            torch.cuda.empty_cache()
+        if self.lm.device.type != "cuda":
+            return None
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.lm.device)
+        after = gib(torch.cuda.memory_allocated(self.lm.device))
+        resident = self.resident_gib
+        clean = None if resident is None else after <= resident * 1.01 + 1e-9
+        return {"allocated_after_gib": after, "resident_gib": resident, "clean": clean}
 
 
 TTFT_CV_LIMIT = 0.05

@@ -146,3 +146,24 @@ def _load_pretrained(name, path: Path, dtype, device, preset) -> LoadedModel:
     template = preset.template if preset else VICUNA_TEMPLATE
     notes = [f"pretrained weights from {path}"]
     return LoadedModel(model, tokenizer, processor, name, "pretrained", template, notes)
+
+
+def model_config(name: str) -> LlavaNextConfig:
+    """A model's configuration without its weights: a preset's, or a local folder's / cached id's."""
+    preset = PRESETS.get(name)
+    if preset is not None:
+        return preset.config()
+    path = find_pretrained(name)
+    return LlavaNextConfig.from_pretrained(path) if path is not None else _cached_config(name)
+
+
+def prompt_text_tokens(name: str, prompt: str) -> int:
+    """Text tokens of the model's prompt around the image (the image placeholder not counted)."""
+    preset = PRESETS.get(name)
+    path = find_pretrained(preset.hf_id if preset and preset.hf_id else name)
+    if path is not None:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    else:
+        tokenizer = offline_tokenizer(model_config(name))
+    template = preset.template if preset else VICUNA_TEMPLATE
+    return len(tokenizer(template.replace("{prompt}", prompt))["input_ids"]) - 1

@@ -1,0 +1,157 @@
+"""Predicted peak memory of a point from its configuration alone, for any card size.
+
+Peak torch-allocated memory of one request = weights + the largest of three phases:
+- vision: the ViT over every partition (hidden states, MLP activations, what the hooks keep);
+- prefill: the KV cache of the prompt (text + kept visual tokens) plus one decoder layer's
+  activations over the whole prompt and the last position's logits;
+- decode: the KV cache of prompt + new tokens (decode activations are one token wide).
+Attention is fused (sdpa): no L x L matrices. The CUDA context is not torch memory: give it
+with `overhead_gib` when asking what fits on a real card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from profiler.memory import GIB
+
+BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What memory depends on, read from a LlavaNextConfig."""
+
+    parameters: int
+    layers: int
+    kv_heads: int
+    head_dim: int
+    hidden: int
+    intermediate: int
+    vocab: int
+    vision_tokens: int  # per partition, CLS included (577)
+    vision_hidden: int
+    vision_intermediate: int
+
+    def kv_bytes_per_token(self, dtype_bytes: int) -> int:
+        """Keys and values of every layer for one token."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
+
+
+@cache
+def _parameters(config_json: str) -> int:
+    import torch
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    config = LlavaNextConfig.from_dict(__import__("json").loads(config_json))
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = LlavaNextForConditionalGeneration(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_shape(config) -> ModelShape:
+    text, vision = config.text_config, config.vision_config
+    heads = text.num_attention_heads
+    return ModelShape(
+        parameters=_parameters(config.to_json_string()),
+        layers=text.num_hidden_layers,
+        kv_heads=getattr(text, "num_key_value_heads", None) or heads,
+        head_dim=getattr(text, "head_dim", None) or text.hidden_size // heads,
+        hidden=text.hidden_size,
+        intermediate=text.intermediate_size,
+        vocab=text.vocab_size,
+        vision_tokens=(vision.image_size // vision.patch_size) ** 2 + 1,
+        vision_hidden=vision.hidden_size,
+        vision_intermediate=vision.intermediate_size,
+    )
+
+
+def predict_peak_gib(
+    shape: ModelShape, dtype: str, prompt_tokens: list[int], new_tokens: int, partitions: int
+) -> dict:
+    """Peak allocated GiB for one request of len(prompt_tokens) samples, with the parts it is made of.
+
+    prompt_tokens: per sample, text + visual tokens (the batch is padded to the longest);
+    partitions: ViT partitions over the whole batch.
+    """
+    b = BYTES[dtype]
+    batch, length = len(prompt_tokens), max(prompt_tokens)
+    weights = shape.parameters * b
+    # the residual stream, its normalised copy and two MLP-wide tensors of the layer being run
+    vision = partitions * shape.vision_tokens * (2 * shape.vision_hidden + 2 * shape.vision_intermediate) * b
+    kv_prompt = shape.kv_bytes_per_token(b) * batch * length
+    kv_full = shape.kv_bytes_per_token(b) * batch * (length + new_tokens)
+    # input embeddings, residual, normalised copy; gate, up and their product; last-position logits in fp32
+    prefill = batch * length * (3 * shape.hidden + 3 * shape.intermediate) * b + batch * shape.vocab * (b + 4)
+    phases = {"vision": vision, "prefill": kv_prompt + prefill, "decode": kv_full}
+    peak_phase = max(phases, key=phases.get)
+    return {
+        "peak_gib": (weights + phases[peak_phase]) / GIB,
+        "peak_phase": peak_phase,
+        "weights_gib": weights / GIB,
+        "kv_cache_gib": kv_full / GIB,
+        "vision_gib": vision / GIB,
+        "prefill_activations_gib": prefill / GIB,
+    }
+
+
+def largest_batch(peak_of_batch, memory_gib: float, limit: int = 4096) -> int:
+    """Largest batch whose predicted peak fits in memory_gib (peaks grow with the batch)."""
+    from profiler.boundary import search_boundary
+
+    return search_boundary(lambda batch: peak_of_batch(batch) <= memory_gib, limit).largest_fitting
+
+
+def point_peak(
+    config, dtype: str, text_tokens: int, sizes, method: str, budget, fidelity: str, new_tokens: int
+):
+    """batch -> predicted peak GiB of a point (images cycle through `sizes`, (width, height)); None when the
+    token count depends on the weights (adaptive methods)."""
+    from hired.layout import image_layout
+    from hired.methods import expected_tokens
+
+    layouts = [image_layout((h, w), config) for w, h in sizes]
+    tokens = [expected_tokens(method, budget, fidelity, layout) for layout in layouts]
+    if any(t is None for t in tokens):
+        return None
+    shape = model_shape(config)
+
+    def peak(batch: int) -> float:
+        chosen = [i % len(layouts) for i in range(batch)]
+        prompt = [text_tokens + tokens[i] for i in chosen]
+        partitions = sum(layouts[i].partitions for i in chosen)
+        return predict_peak_gib(shape, dtype, prompt, new_tokens, partitions)["peak_gib"]
+
+    peak.tokens_per_image = tokens[0]
+    return peak
+
+
+def predictions(
+    model: str, dtype: str, plan, fidelity: str, sizes, new_tokens: int, prompt: str, memory_gib: float
+):
+    """Rows for `hired-bench predict`: per (method, budget), peaks at batch 1, 2, 4, 8 and the largest."""
+    from workloads.models import model_config, prompt_text_tokens
+
+    config = model_config(model)
+    text = prompt_text_tokens(model, prompt)
+    rows = []
+    for method, budget in plan:
+        peak = point_peak(config, dtype, text, sizes, method, budget, fidelity, new_tokens)
+        rows.append(
+            {
+                "model": model,
+                "dtype": dtype,
+                "method": method,
+                "budget": "adaptive" if budget is None else budget,
+                "budget_label": "adaptive" if budget is None else f"{budget:.0%}",
+                "fidelity": fidelity,
+                "image_sizes": [list(s) for s in sizes],
+                "new_tokens": new_tokens,
+                "memory_gib": memory_gib,
+                "tokens_per_image": None if peak is None else peak.tokens_per_image,
+                "peak_gib_by_batch": None if peak is None else {str(b): peak(b) for b in (1, 2, 4, 8)},
+                "largest_batch": None if peak is None else largest_batch(peak, memory_gib),
+            }
+        )
+    return rows

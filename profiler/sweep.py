@@ -1,0 +1,199 @@
+"""Running a sweep: one model load per model group, each point recorded as soon as it is measured,
+failures recorded and passed over, --resume running exactly the points that have no record.
+
+Also the entry point of an isolated point (`--isolate`): python -m profiler.sweep --point JSON ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import asdict
+from itertools import groupby
+from pathlib import Path
+
+from profiler.records import append_record, make_record, read_records
+from workloads.sweep import SweepPoint
+
+
+def repair_tail(path: Path) -> int:
+    """Cut a half-written last line (a run killed mid-write), so new records start on a line of their own.
+
+    Returns the number of bytes removed.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return 0
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+        return len(data) - keep
+
+
+def pending_points(points: list[SweepPoint], output: Path, resume: bool) -> list[SweepPoint]:
+    """The points still to measure: all of them, or with --resume those without a record in `output`."""
+    if not resume or not output.exists():
+        return list(points)
+    done = {r.get("config", {}).get("point_key") for r in read_records(output)}
+    return [p for p in points if p.key not in done]
+
+
+def planned_config(point: SweepPoint, sweep: str) -> dict:
+    """A record's config for a point that never reached a model (a failed load, a dead process)."""
+    return {
+        "model": point.model,
+        "weights": point.weights,
+        "dtype": point.dtype,
+        "device": point.device,
+        "method": point.method,
+        "budget": "adaptive" if point.budget is None else point.budget,
+        "fidelity": point.fidelity,
+        "method_params": point.params,
+        "batch_size": point.batch_size,
+        "image_sizes": [list(s) for s in point.image_sizes],
+        "image_source": "synthetic",
+        "prompt": point.prompt,
+        "prompt_tokens": None,
+        "new_tokens": point.new_tokens,
+        "warmup": point.warmup,
+        "repeats": point.repeats,
+        "memory_cap_gib": None,
+        "seed": point.seed,
+        "point_key": point.key,
+        "sweep": sweep,
+    }
+
+
+def _cap_gib(point: SweepPoint) -> float | None:
+    from profiler.memory import parse_gib
+
+    return None if point.memory_cap is None else parse_gib(point.memory_cap)
+
+
+def measure_point(runner, point: SweepPoint, sweep: str) -> dict:
+    """One point on a loaded model, as a record tagged with the point's key."""
+    from hired.glue import vision_shape
+    from hired.methods import METHODS, method_params
+    from profiler.runner import Point, Workload
+    from workloads.images import synthetic_images
+
+    runner.warmup, runner.repeats, runner.seed = point.warmup, point.repeats, point.seed
+    images = synthetic_images(list(point.image_sizes), point.batch_size, point.seed)
+    workload = Workload(images, point.prompt, point.new_tokens, "synthetic")
+    params = method_params(METHODS[point.method], vision_shape(runner.lm.model), point.params)
+    record = runner.measure(workload, Point(point.method, point.budget, params, point.fidelity))
+    record["config"].update(point_key=point.key, sweep=sweep)
+    return record
+
+
+def run_points(
+    points: list[SweepPoint],
+    output: Path,
+    sweep: str,
+    run_id: str,
+    isolate: bool = False,
+    on_point: Callable[[SweepPoint], None] = lambda p: None,
+    on_request: Callable[[], None] = lambda: None,
+) -> Iterator[dict]:
+    """Measure points in order, appending each record before yielding it."""
+    for _, group in groupby(points, key=lambda p: p.model_group):
+        group = list(group)
+        if isolate:
+            for point in group:
+                on_point(point)
+                yield run_isolated(point, output, sweep, run_id)
+            continue
+        first = group[0]
+        try:
+            from profiler.session import open_runner
+
+            runner = open_runner(
+                model=first.model,
+                weights=first.weights,
+                dtype=first.dtype,
+                device=first.device,
+                seed=first.seed,
+                run_id=run_id,
+                warmup=first.warmup,
+                repeats=first.repeats,
+                memory_cap_gib=_cap_gib(first),
+            )
+        except (
+            Exception
+        ) as exc:  # the model does not load (too big for the cap, not found): every point says so
+            status = "oom" if "out of memory" in str(exc).lower() else "error"
+            for point in group:
+                on_point(point)
+                record = make_record(
+                    run_id, status, planned_config(point, sweep), {}, None, error=_message(exc)
+                )
+                append_record(output, record)
+                yield record
+            continue
+        runner.on_request = on_request
+        with closing(runner):
+            for point in group:
+                on_point(point)
+                record = measure_point(runner, point, sweep)
+                append_record(output, record)
+                yield record
+
+
+def run_isolated(point: SweepPoint, output: Path, sweep: str, run_id: str) -> dict:
+    """The point in a process of its own (full isolation: allocator, CUDA context, crashes)."""
+    command = [
+        sys.executable,
+        "-m",
+        "profiler.sweep",
+        "--point",
+        json.dumps(asdict(point)),
+        "--output",
+        str(output),
+        "--sweep",
+        sweep,
+        "--run-id",
+        run_id,
+    ]
+    code = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    mine = [r for r in read_records(output) if r.get("config", {}).get("point_key") == point.key]
+    if mine and code.returncode == 0:
+        return mine[-1]
+    repair_tail(output)
+    last = (code.stderr or "").strip().splitlines()[-1:] or [""]
+    message = f"isolated point process ended with code {code.returncode}: {last[0]}".strip()
+    record = make_record(run_id, "error", planned_config(point, sweep), {}, None, error=message)
+    append_record(output, record)
+    return record
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def _main() -> int:
+    """Measure one point in this process and append its record (used by --isolate)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--point", required=True)
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--sweep", required=True)
+    parser.add_argument("--run-id", required=True)
+    args = parser.parse_args()
+    spec = json.loads(args.point)
+    spec["image_sizes"] = tuple(tuple(s) for s in spec["image_sizes"])
+    point = SweepPoint(**spec)
+    for _ in run_points([point], args.output, args.sweep, args.run_id):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    sys.exit(_main())
