@@ -7,7 +7,7 @@ CPU_TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test lint clean
+.PHONY: install bench smoke test lint clean
 
 install: $(STAMP)
 
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 
 bench: install
 	$(BIN)/hired-bench run --budget 0.2 --batch 4
+
+smoke: install
+	$(BIN)/hired-bench sweep workloads/smoke.toml
 
 test: install
 	$(BIN)/python -m pytest -q
