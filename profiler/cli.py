@@ -505,6 +505,11 @@ def sweep(
         spec = load_sweep(file)
         output = output or spec.output
         check_writable(output)
+        from workloads.models import model_problem
+
+        for model, weights in dict.fromkeys((p.model, p.weights) for p in spec.points):
+            if problem := model_problem(model, weights):
+                raise InputError(f"{file.name}: models: {problem}")
     except InputError as exc:
         raise fail(str(exc)) from None
     if cut := repair_tail(output):
@@ -517,22 +522,24 @@ def sweep(
         + f" -> {output}",
         highlight=False,
     )
-    records = []
+    records, advanced = [], [0]
     with _progress() as progress:
         task = progress.add_task("starting", total=sum(p.warmup + p.repeats for p in todo))
 
         def on_point(point) -> None:
+            advanced[0] = 0
             label = "adaptive" if point.budget is None else f"{point.budget:.0%}"
             progress.update(
                 task, description=f"{point.model} {point.method} @ {label} batch {point.batch_size}"
             )
 
         def on_request() -> None:
+            advanced[0] += 1
             progress.advance(task)
 
         for record in run_points(todo, output, spec.name, new_run_id(), isolate, on_point, on_request):
-            if isolate or record["status"] != "ok":
-                progress.advance(task, record["config"]["warmup"] + record["config"]["repeats"])
+            # a failed or isolated point did not report all its requests: count the rest as done
+            progress.advance(task, record["config"]["warmup"] + record["config"]["repeats"] - advanced[0])
             records.append(record)
     print_sweep(records)
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "oom", "error")}
@@ -541,6 +548,8 @@ def sweep(
         f"· records in {output}",
         highlight=False,
     )
+    if counts["error"]:
+        raise typer.Exit(code=1)
 
 
 def print_sweep(records: list[dict]) -> None:

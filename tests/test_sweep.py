@@ -340,3 +340,10 @@ def test_oom_cleanup_check(tiny, monkeypatch):
     assert runner._release() == {"allocated_after_gib": 10.05, "resident_gib": 10.0, "clean": True}
     allocated["now"] = 10.5 * GIB  # something survived the clean-up
     assert runner._release()["clean"] is False
+
+
+def test_unknown_model_is_refused_before_measuring(tmp_path):
+    grid = write(tmp_path, SMALL.replace('["tiny"]', '["tiny", "no-such-llava"]'))
+    result = RUNNER.invoke(app, ["sweep", str(grid), "--output", str(tmp_path / "r.jsonl")])
+    assert result.exit_code == 2 and "grid.toml: models: unknown model 'no-such-llava'" in result.stderr
+    assert not (tmp_path / "r.jsonl").exists()

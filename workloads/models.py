@@ -167,3 +167,18 @@ def prompt_text_tokens(name: str, prompt: str) -> int:
         tokenizer = offline_tokenizer(model_config(name))
     template = preset.template if preset else VICUNA_TEMPLATE
     return len(tokenizer(template.replace("{prompt}", prompt))["input_ids"]) - 1
+
+
+def model_problem(name: str, weights: str) -> str | None:
+    """Why `name` cannot be built here (None when it can), without loading anything."""
+    if name == "auto" or name in PRESETS:
+        return None
+    if find_pretrained(name) is not None:
+        return None
+    if weights == "random":
+        try:
+            _cached_config(name)
+            return None
+        except InputError:
+            pass
+    return f"unknown model {name!r}: not a preset ({', '.join(PRESETS)}), nor a local folder or cached id"
