@@ -4,10 +4,12 @@ VENV ?= .venv
 VENV_ARGS ?=
 # Without an NVIDIA GPU, torch is installed first from this spec so that nothing pulls CUDA packages.
 CPU_TORCH ?= torch==2.13.0
+# make report reads these result files or folders (a committed study: RESULTS=reports/studies/<gpu>)
+RESULTS ?= results
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench smoke test lint clean
+.PHONY: install bench smoke report test lint clean
 
 install: $(STAMP)
 
@@ -23,6 +25,9 @@ bench: install
 
 smoke: install
 	$(BIN)/hired-bench sweep workloads/smoke.toml
+
+report: install
+	$(BIN)/hired-bench report $(RESULTS) --out reports/out
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -74,14 +74,24 @@ def append_record(path: Path, record: dict) -> None:
 
 def read_records(path: Path) -> list[dict]:
     """Every complete record in a JSON Lines file; a half-written last line (a killed run) is skipped."""
-    records = []
+    return read_records_counted(path)[0]
+
+
+def read_records_counted(path: Path) -> tuple[list[dict], int]:
+    """(records, number of lines that were not a JSON object)."""
+    records, skipped = [], 0
     with open(path) as f:
         for line in f:
             line = line.strip()
             if not line:
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
+                skipped += 1
                 continue
-    return records
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                skipped += 1
+    return records, skipped

@@ -1,0 +1,535 @@
+"""The report: what was measured where, per workload tables and figures, OOM boundaries, the HiRED
+paper side by side, hardware comparisons, and every point in an appendix (nothing dropped silently)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from reports import figures
+from reports.data import (
+    METHOD_ORDER,
+    Results,
+    budget_label,
+    image_label,
+    machine,
+    median,
+    method_key,
+    peak_memory,
+    spread,
+    workload,
+    workload_title,
+)
+from reports.document import Section, Table, to_html, to_markdown
+
+# HiRED paper, Table 4: LLaVA-Next-7B on a Tesla P40 (24 GB), 15 new tokens, 600x600 images.
+# (end-to-end tokens/s, TTFT s, peak memory GB as torch max_memory_allocated); None: out of memory.
+PAPER_TABLE4 = {
+    1: {"full": (0.49, 19.49, 16.04), 0.4: (1.40, 6.91, 14.33), 0.2: (2.30, 4.21, 13.76)},
+    2: {"full": (0.66, 44.37, 21.84), 0.4: (2.04, 14.31, 16.81), 0.2: (3.68, 7.89, 15.07)},
+    4: {"full": None, 0.4: (2.22, 26.38, 20.36), 0.2: (4.28, 13.60, 16.99)},
+}
+PAPER_MODELS = {"llava-next-7b", "llava-hf/llava-v1.6-vicuna-7b-hf"}
+
+
+def fmt(value: float | None, spec: str = ".3g") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def failed(record: dict) -> str:
+    return f"{record['status'].upper()}: {record.get('error') or ''}".strip()
+
+
+def summary_table(rows: list[dict]) -> Table:
+    """Each method against the baseline of the same batch size."""
+    table = Table(
+        [
+            "batch",
+            "method",
+            "budget",
+            "visual tokens kept",
+            "TTFT s",
+            "TTFT speed-up",
+            "e2e tok/s",
+            "e2e × base",
+            "decode tok/s",
+            "peak GiB",
+            "memory saved",
+        ],
+        [],
+    )
+    for batch in sorted({r["config"]["batch_size"] for r in rows}):
+        mine = sorted((r for r in rows if r["config"]["batch_size"] == batch), key=method_key)
+        base = next((r for r in mine if r["config"]["method"] == "none" and r["status"] == "ok"), None)
+        for r in mine:
+            c = r["config"]
+            head = [
+                str(batch),
+                c["method"] + (" (baseline)" if c["method"] == "none" else ""),
+                budget_label(c["budget"]),
+            ]
+            if r["status"] != "ok":
+                table.rows.append([*head, "–", r["status"].upper()] + ["–"] * 6)
+                continue
+            visual = r["metrics"].get("visual_tokens") or {}
+            kept = (
+                f"{sum(visual.get('kept', [])) / max(len(visual.get('kept', [])), 1):.0f}"
+                if visual
+                else "n/a"
+            )
+            ttft, e2e = median(r, "ttft_s"), median(r, "e2e_tokens_per_s")
+            mem = peak_memory(r)[0]
+            b_ttft = median(base, "ttft_s") if base else None
+            b_e2e = median(base, "e2e_tokens_per_s") if base else None
+            b_mem = peak_memory(base)[0] if base else None
+            table.rows.append(
+                [
+                    *head,
+                    kept,
+                    f"{fmt(ttft)} ± {fmt(spread(r, 'ttft_s'), '.2g')}",
+                    "n/a" if not (ttft and b_ttft) else f"{b_ttft / ttft:.2f}×",
+                    fmt(e2e),
+                    "n/a" if not (e2e and b_e2e) else f"{e2e / b_e2e:.2f}×",
+                    fmt(median(r, "decode_tokens_per_s")),
+                    fmt(mem),
+                    "n/a" if not (mem and b_mem) else f"{1 - mem / b_mem:.0%}",
+                ]
+            )
+    return table
+
+
+def main_budget(rows: list[dict]):
+    """The budget most methods were measured at (ties: the lowest), for the by-batch figures."""
+    counts = Counter(
+        r["config"]["budget"]
+        for r in rows
+        if r["config"]["method"] != "none" and not isinstance(r["config"]["budget"], str)
+    )
+    if not counts:
+        return None
+    top = max(counts.values())
+    return min(b for b, n in counts.items() if n == top)
+
+
+def workload_section(index: int, key: tuple, rows: list[dict], folder: Path) -> Section:
+    section = Section(f"Workload {index}: {workload_title(key)}", [summary_table(rows)])
+    name = f"w{index}"
+    metrics = ["e2e_tokens_per_s", "decode_tokens_per_s", "ttft_s"]
+    if any(peak_memory(r)[0] is not None for r in rows):
+        metrics.append("peak_memory")
+    else:
+        section.parts.append("No memory figure: no peak was measured for these points (no GPU; see Setup).")
+    for metric in metrics:
+        fig = figures.by_budget(rows, metric, f"{figures.METRICS[metric]} against the visual-token budget")
+        section.parts.append(
+            figures.save(
+                fig,
+                folder,
+                f"{name}-{metric}-vs-budget",
+                f"{figures.METRICS[metric]} against the share of visual tokens kept "
+                f"(one panel per batch size; dashed: all tokens; crosses: failed points)",
+            )
+        )
+    budget = main_budget(rows)
+    if budget is not None and len({r["config"]["batch_size"] for r in rows}) > 1:
+        for metric in metrics:
+            fig = figures.by_batch(rows, metric, budget, f"{figures.METRICS[metric]} against batch size")
+            section.parts.append(
+                figures.save(
+                    fig,
+                    folder,
+                    f"{name}-{metric}-vs-batch",
+                    f"{figures.METRICS[metric]} against batch size, methods at "
+                    f"{budget_label(budget)} of the visual tokens",
+                )
+            )
+    fig = figures.phases(rows, "where the time to the first token goes")
+    if fig is not None:
+        section.parts.append(
+            figures.save(
+                fig,
+                folder,
+                f"{name}-ttft-phases",
+                "time to first token split into preprocess, vision, select, project, prefill (medians)",
+            )
+        )
+    return section
+
+
+def boundary_rows(results: Results) -> dict[str, list[dict]]:
+    """Per machine (and cap): the largest batch that fits per method x budget, measured and predicted."""
+    rows: dict[str, dict[tuple, dict]] = defaultdict(dict)
+    for record in results.boundaries:
+        c, found = record["config"], record["metrics"]["oom_boundary"]
+        rows[machine(record)][(c["method"], str(c["budget"]))] = {
+            "method": c["method"],
+            "budget": c["budget"],
+            "largest": found["largest_fitting"],
+            "failing": found["smallest_failing"],
+            "predicted": found.get("predicted_largest"),
+            "source": "search",
+        }
+    # points of a sweep that ran out of memory bound the batch too: largest ok below the first OOM
+    by_point: dict[tuple, list[dict]] = defaultdict(list)
+    for record in results.points:
+        c = record["config"]
+        if not c.get("boundary_search"):
+            by_point[(machine(record), c["method"], str(c["budget"]))].append(record)
+    for (where, method, budget), recs in by_point.items():
+        ooms = [r["config"]["batch_size"] for r in recs if r["status"] == "oom"]
+        if not ooms or (method, budget) in rows[where]:
+            continue
+        first = min(ooms)
+        fits = [
+            r["config"]["batch_size"]
+            for r in recs
+            if r["status"] == "ok" and r["config"]["batch_size"] < first
+        ]
+        rows[where][(method, budget)] = {
+            "method": method,
+            "budget": recs[0]["config"]["budget"],
+            "largest": max(fits, default=0),
+            "failing": first,
+            "predicted": None,
+            "source": "sweep",
+        }
+    return {
+        where: sorted(found.values(), key=lambda r: (str(r["budget"]), r["method"]))
+        for where, found in rows.items()
+        if found
+    }
+
+
+def boundary_section(results: Results, folder: Path) -> Section | None:
+    found = boundary_rows(results)
+    if not found and not results.predictions:
+        return None
+    section = Section(
+        "Out-of-memory boundaries",
+        [
+            "The largest batch that fits, per method and budget: from `hired-bench oom-boundary` searches, "
+            "or the largest batch below the first out-of-memory point of a sweep (hatched bars). Diamonds: "
+            "the memory model's prediction for the same memory.",
+        ],
+    )
+    for i, (where, rows) in enumerate(found.items(), 1):
+        fig = figures.boundaries(rows, f"largest batch that fits · {where}")
+        section.parts.append(
+            figures.save(fig, folder, f"oom-boundary-{i}", f"largest batch that fits on {where}")
+        )
+        section.parts.append(
+            Table(
+                ["method", "budget", "largest batch that fits", "first that fails", "predicted", "from"],
+                [
+                    [
+                        r["method"],
+                        budget_label(r["budget"]),
+                        str(r["largest"]),
+                        "none up to the limit" if r["failing"] is None else str(r["failing"]),
+                        fmt(r["predicted"], "d") if r["predicted"] is not None else "n/a",
+                        r["source"],
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+    if results.predictions:
+        section.parts.append(
+            Table(
+                [
+                    "model",
+                    "method",
+                    "budget",
+                    "memory GiB",
+                    "tokens/image",
+                    "peak GiB at batch 1",
+                    "largest batch",
+                ],
+                [
+                    [
+                        p["model"],
+                        p["method"],
+                        str(p["budget_label"]),
+                        f"{p['memory_gib']:.1f}",
+                        str(p["tokens_per_image"] or "adaptive"),
+                        fmt((p["peak_gib_by_batch"] or {}).get("1")),
+                        fmt(p["largest_batch"], "d") if p["largest_batch"] is not None else "n/a",
+                    ]
+                    for p in results.predictions
+                ],
+                "memory-model predictions (hired-bench predict)",
+            )
+        )
+    return section
+
+
+def paper_section(results: Results) -> Section | None:
+    """Our numbers beside the HiRED paper's Table 4, where the workload matches it."""
+    tables = []
+    for where in sorted({machine(r) for r in results.points}):
+        rows = []
+        for batch, settings in PAPER_TABLE4.items():
+            for setting, paper in settings.items():
+                ours = [
+                    r
+                    for r in results.points
+                    if machine(r) == where
+                    and r["config"]["model"] in PAPER_MODELS
+                    and r["config"]["new_tokens"] == 15
+                    and image_label(r["config"]) == "600x600"
+                    and r["config"]["batch_size"] == batch
+                    and (
+                        (setting == "full" and r["config"]["method"] == "none")
+                        or (r["config"]["method"] == "hired" and r["config"]["budget"] == setting)
+                    )
+                ]
+                for r in ours:
+                    ok = r["status"] == "ok"
+                    label = "full" if setting == "full" else f"HiRED {setting:.0%}"
+                    rows.append(
+                        [
+                            str(batch),
+                            f"{label} ({r['config']['fidelity']}, {r['config']['weights']})",
+                            fmt(median(r, "e2e_tokens_per_s")) if ok else r["status"].upper(),
+                            "OOM" if paper is None else f"{paper[0]:.2f}",
+                            fmt(median(r, "ttft_s")) if ok else "–",
+                            "–" if paper is None else f"{paper[1]:.2f}",
+                            fmt(peak_memory(r)[0]) if ok else "–",
+                            "–" if paper is None else f"{paper[2]:.2f}",
+                        ]
+                    )
+        if rows:
+            tables.append(
+                Table(
+                    [
+                        "batch",
+                        "setting",
+                        "ours e2e tok/s",
+                        "paper tok/s",
+                        "ours TTFT s",
+                        "paper TTFT s",
+                        "ours peak GiB",
+                        "paper peak GB",
+                    ],
+                    rows,
+                    f"measured on {where}",
+                )
+            )
+    if not tables:
+        return None
+    return Section(
+        "Beside the HiRED paper (Table 4)",
+        [
+            "The paper measured LLaVA-Next-7B on a 24 GB Tesla P40 with its own code (end-to-end "
+            "throughput over 15 new tokens, TTFT, torch max_memory_allocated). Random weights change no "
+            "timing or memory, but a P40 is not this GPU: compare the ratios between settings, not the "
+            "absolute numbers.",
+            *tables,
+        ],
+    )
+
+
+def point_id(record: dict) -> tuple:
+    c = record["config"]
+    return (c["method"], budget_label(c["budget"]), c["batch_size"])
+
+
+def compare_section(results: Results, folder: Path, title: str = "Hardware comparison") -> Section | None:
+    """The same workloads on several machines: ratio tables and grouped bars, keyed by GPU (and cap)."""
+    machines = sorted({machine(r) for r in results.points})
+    if len(machines) < 2:
+        return None
+    shared: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in results.points:
+        shared[workload(r)[:-1]][machine(r)].append(r)
+    section = Section(title, [f"Machines: {', '.join(machines)}. Ratios are against {machines[0]}."])
+    for i, (key, groups) in enumerate(sorted(shared.items(), key=lambda kv: str(kv[0])), 1):
+        if len(groups) < 2:
+            continue
+        names = sorted(groups)
+        rows = []
+        order = {m: i for i, m in enumerate(METHOD_ORDER)}
+        points = sorted(
+            {point_id(r) for recs in groups.values() for r in recs},
+            key=lambda t: (t[2], order.get(t[0], 99), t[1]),
+        )
+        for method, budget, batch in points:
+            cells, first = [method, budget, str(batch)], None
+            for j, name in enumerate(names):
+                r = next((x for x in groups[name] if point_id(x) == (method, budget, batch)), None)
+                e2e = median(r, "e2e_tokens_per_s") if r and r["status"] == "ok" else None
+                ttft = median(r, "ttft_s") if r and r["status"] == "ok" else None
+                status = "missing" if r is None else (r["status"].upper() if r["status"] != "ok" else None)
+                cells += [status or fmt(e2e), status or fmt(ttft)]
+                if j == 0:
+                    first = e2e
+                else:
+                    cells.append("n/a" if not (first and e2e) else f"{e2e / first:.2f}×")
+            rows.append(cells)
+        columns = ["method", "budget", "batch"]
+        for j, name in enumerate(names):
+            columns += [f"{name}: e2e tok/s", f"{name}: TTFT s"] + (
+                [] if j == 0 else [f"{name}: e2e × first"]
+            )
+        label = workload_title((*key, "several machines"))
+        section.parts.append(Table(columns, rows, label))
+        for metric in ("e2e_tokens_per_s", "ttft_s"):
+            fig = figures.compare(
+                dict(sorted(groups.items())), metric, f"{figures.METRICS[metric]} by machine"
+            )
+            section.parts.append(
+                figures.save(
+                    fig,
+                    folder,
+                    f"compare-{i}-{metric}",
+                    f"{figures.METRICS[metric]} on each machine · {label}",
+                )
+            )
+    return section if len(section.parts) > 1 else None
+
+
+def setup_section(results: Results) -> Section:
+    machines: dict[str, dict] = {}
+    for r in results.points:
+        machines.setdefault(machine(r), r.get("hardware") or {})
+    keys = [
+        "gpu_memory_gib",
+        "driver",
+        "cuda",
+        "cpu",
+        "ram_gib",
+        "torch",
+        "transformers",
+        "python",
+        "platform",
+    ]
+    hardware = Table(
+        ["machine", *keys],
+        [
+            [
+                name,
+                *(
+                    fmt(hw.get(k), "")
+                    if isinstance(hw.get(k), float)
+                    else str(hw.get(k) if hw.get(k) is not None else "n/a")
+                    for k in keys
+                ),
+            ]
+            for name, hw in machines.items()
+        ],
+        "hardware fingerprints",
+    )
+    statuses = Counter(r["status"] for r in results.points)
+    weights = Counter(r["config"].get("weights") for r in results.points)
+    parts = [
+        f"Files read: {', '.join(str(f) for f in results.files)}.",
+        f"Points: {len(results.points)} ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}); "
+        f"OOM-boundary searches: {len(results.boundaries)}; predictions: {len(results.predictions)}.",
+        "Weights: "
+        + ", ".join(f"{w} ({n} points)" for w, n in weights.items())
+        + (". Random weights: timing and memory are real, outputs are not." if "random" in weights else "."),
+        "Suite versions: " + ", ".join(f"{v} ({n})" for v, n in sorted(results.suite_versions.items())) + ".",
+        hardware,
+    ]
+    if results.skipped_lines:
+        parts.append(
+            f"Skipped {results.skipped_lines} line(s) that were not complete records "
+            "(a run killed mid-write)."
+        )
+    warnings = [
+        f"{machine(r)}: {r['config']['method']} {budget_label(r['config']['budget'])}, "
+        f"batch {r['config']['batch_size']}: {w}"
+        for r in results.points
+        for w in (r.get("metrics") or {}).get("warnings", [])
+    ]
+    if warnings:
+        parts.append(Table(["high run-to-run variance"], [[w] for w in warnings]))
+    unavailable = Counter(
+        f"{k}: {v}"
+        for r in results.points
+        for k, v in ((r.get("metrics") or {}).get("unavailable") or {}).items()
+    )
+    if unavailable:
+        parts.append(
+            Table(
+                ["not measured here (null in the records)", "points"],
+                [[k, str(n)] for k, n in unavailable.most_common()],
+            )
+        )
+    return Section("Setup", parts)
+
+
+def appendix(results: Results) -> Section:
+    rows = []
+    for r in sorted(results.points, key=lambda r: (workload(r), r["config"]["batch_size"], method_key(r))):
+        c, ok = r["config"], r["status"] == "ok"
+        rows.append(
+            [
+                c["model"],
+                machine(r),
+                c["method"],
+                budget_label(c["budget"]),
+                str(c["batch_size"]),
+                image_label(c),
+                str(c["new_tokens"]),
+                r["status"] if ok else failed(r),
+                fmt(median(r, "ttft_s")),
+                fmt(median(r, "e2e_tokens_per_s")),
+                fmt(peak_memory(r)[0]),
+            ]
+        )
+    return Section(
+        "Every point",
+        [
+            Table(
+                [
+                    "model",
+                    "machine",
+                    "method",
+                    "budget",
+                    "batch",
+                    "images",
+                    "new tokens",
+                    "status",
+                    "TTFT s",
+                    "e2e tok/s",
+                    "peak GiB",
+                ],
+                rows,
+            )
+        ],
+    )
+
+
+def build_report(results: Results, out: Path, title: str = "hired-bench report") -> tuple[Path, Path]:
+    """Write report.md, report.html and figures/ under `out`; returns the two report paths."""
+    folder = out / "figures"
+    sections = [setup_section(results)]
+    by_workload: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results.points:
+        if not r["config"].get("boundary_search"):
+            by_workload[workload(r)].append(r)
+    for i, (key, rows) in enumerate(sorted(by_workload.items(), key=lambda kv: str(kv[0])), 1):
+        sections.append(workload_section(i, key, rows, folder))
+    sections += [
+        s
+        for s in (boundary_section(results, folder), paper_section(results), compare_section(results, folder))
+        if s is not None
+    ]
+    sections.append(appendix(results))
+    return write(out, title, sections)
+
+
+def build_compare(results: Results, out: Path) -> tuple[Path, Path] | None:
+    section = compare_section(results, out / "figures", "The same workloads on several machines")
+    if section is None:
+        return None
+    return write(out, "hired-bench hardware comparison", [setup_section(results), section])
+
+
+def write(out: Path, title: str, sections: list[Section]) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    markdown, page = out / "report.md", out / "report.html"
+    markdown.write_text(to_markdown(title, sections, out))
+    page.write_text(to_html(title, sections))
+    return markdown, page

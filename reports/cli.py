@@ -1,0 +1,95 @@
+"""`hired-bench report` and `hired-bench compare`, added to profiler's command line.
+
+This module is the console entry point: it imports profiler's CLI and adds the report commands,
+so imports keep flowing profiler -> reports, never back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from profiler.cli import app, err, fail
+from profiler.cli import main as profiler_main
+
+
+def _load(results: list[Path]):
+    from reports.data import load_results
+
+    try:
+        loaded = load_results(results)
+    except FileNotFoundError as exc:
+        raise fail(f"results not found: {exc}") from None
+    if not loaded.files:
+        raise fail(f"no .jsonl result files in {', '.join(map(str, results))}")
+    if not (loaded.points or loaded.boundaries or loaded.predictions):
+        raise fail(f"no result records in {', '.join(map(str, loaded.files))}")
+    return loaded
+
+
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Result files (.jsonl) or folders holding them.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.md, report.html and figures/.")] = Path(
+        "reports/out"
+    ),
+) -> None:
+    """A Markdown and a self-contained HTML report, with PNG and SVG figures, from result files."""
+    from reports.build import build_report
+
+    loaded = _load(results)
+    with err.status("drawing…"):
+        markdown, page = build_report(loaded, out)
+    figures = sorted((out / "figures").glob("*.png"))
+    err.print(
+        f"{len(loaded.points)} points from {len(loaded.files)} file(s) -> {markdown}, {page} "
+        f"and {len(figures)} figures (PNG + SVG) in {out / 'figures'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def compare(
+    results: Annotated[
+        list[Path], typer.Argument(help="Result files from different machines (GPU or memory cap).")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for the comparison report.")] = Path(
+        "reports/out/compare"
+    ),
+) -> None:
+    """The same workloads measured on several machines, side by side (keyed by GPU name and memory cap)."""
+    from reports.build import build_compare
+    from reports.data import machine
+
+    loaded = _load(results)
+    machines = sorted({machine(r) for r in loaded.points})
+    if len(machines) < 2:
+        raise fail(f"compare needs results from two machines or more; found {', '.join(machines) or 'none'}")
+    written = build_compare(loaded, out)
+    if written is None:
+        raise fail(f"no workload was measured on more than one of: {', '.join(machines)}")
+    from rich.console import Console
+
+    from reports.build import compare_section
+    from reports.document import Table
+
+    console = Console(width=200)
+    section = compare_section(loaded, out / "figures")
+    for part in section.parts:
+        if isinstance(part, Table):
+            from rich.table import Table as RichTable
+
+            table = RichTable(title=part.caption, title_justify="left")
+            for column in part.columns:
+                table.add_column(column)
+            for row in part.rows:
+                table.add_row(*row)
+            console.print(table)
+    err.print(f"{written[0]} and {written[1]}", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    profiler_main()

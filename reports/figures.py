@@ -1,0 +1,328 @@
+"""The report's figures (matplotlib, PNG and SVG). Failed points are marked, never drawn as zero."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure as MplFigure  # no pyplot: no global state, no display
+
+from reports.data import METHOD_ORDER, budget_label, median, peak_memory, spread
+from reports.document import Figure
+
+COLOURS = {
+    "none": "#4b5563",
+    "hired": "#2a6f97",
+    "prumerge": "#d1495b",
+    "prumerge+": "#e09f3e",
+    "random": "#66a182",
+    "pool": "#8d6a9f",
+}
+PHASE_COLOURS = {
+    "preprocess": "#9aa5b1",
+    "vision": "#2a6f97",
+    "select": "#e09f3e",
+    "project": "#8d6a9f",
+    "prefill": "#d1495b",
+}
+FAILED = "#b42318"
+METRICS = {
+    "e2e_tokens_per_s": "end-to-end tokens/s",
+    "decode_tokens_per_s": "decode tokens/s",
+    "ttft_s": "time to first token (s)",
+    "peak_memory": "peak memory (GiB)",
+}
+
+
+def value(record: dict, metric: str) -> tuple[float | None, float | None]:
+    """(median, stdev) of a metric, or (None, None) where it was not measured or the point failed."""
+    if record["status"] != "ok":
+        return None, None
+    if metric == "peak_memory":
+        return peak_memory(record)[0], None
+    return median(record, metric), spread(record, metric)
+
+
+def kept_share(record: dict) -> float | None:
+    """Share of N_full kept: the achieved budget, so adaptive methods sit where they land."""
+    visual = (record.get("metrics") or {}).get("visual_tokens")
+    if visual and visual.get("achieved_budget"):
+        return float(np.mean(visual["achieved_budget"]))
+    budget = record["config"].get("budget")
+    return budget if isinstance(budget, float | int) else None
+
+
+def _figure(panels: int, width: float = 4.6, height: float = 3.6) -> tuple[MplFigure, list]:
+    fig = MplFigure(figsize=(max(width * panels, 6.0), height + 0.9), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    return fig, list(axes)
+
+
+def _mark_failure(ax, x: float, status: str) -> None:
+    """A red cross at the top of the panel where a point ran out of memory or failed."""
+    ax.plot(
+        [x],
+        [0.97],
+        marker="x",
+        color=FAILED,
+        markersize=9,
+        transform=ax.get_xaxis_transform(),
+        clip_on=False,
+        gid="failed",
+    )
+    ax.annotate(
+        status.upper(),
+        (x, 0.97),
+        xycoords=("data", "axes fraction"),
+        xytext=(0, -13),
+        textcoords="offset points",
+        ha="center",
+        fontsize=7,
+        color=FAILED,
+    )
+
+
+def _methods(points: list[dict]) -> list[str]:
+    present = {r["config"]["method"] for r in points}
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+def _legend(fig: MplFigure, axes: list) -> None:
+    handles, labels = {}, []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    if labels:
+        columns = max(2, int(fig.get_figwidth() / 1.9))  # as many as fit the figure's width
+        fig.legend(
+            [handles[label] for label in labels],
+            labels,
+            loc="outside lower center",
+            ncols=min(len(labels), columns),
+            frameon=False,
+            fontsize=8,
+        )
+
+
+def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
+    """metric against the share of visual tokens kept; one line per method, one panel per batch size."""
+    batches = sorted({r["config"]["batch_size"] for r in points})
+    fig, axes = _figure(len(batches))
+    for ax, batch in zip(axes, batches, strict=True):
+        rows = [r for r in points if r["config"]["batch_size"] == batch]
+        for base in (r for r in rows if r["config"]["method"] == "none"):
+            y, _ = value(base, metric)
+            if y is None:
+                ax.text(
+                    0.02,
+                    0.9,
+                    f"full tokens: {base['status'].upper()}",
+                    transform=ax.transAxes,
+                    color=FAILED,
+                    fontsize=8,
+                )
+            else:
+                ax.axhline(
+                    y, color=COLOURS["none"], linestyle="--", linewidth=1.2, label="all tokens (baseline)"
+                )
+        methods = [m for m in _methods(rows) if m != "none"]
+        for i, method in enumerate(methods):
+            nudge = (i - (len(methods) - 1) / 2) * 0.7  # keeps methods at the same budget apart
+            mine = sorted(
+                (r for r in rows if r["config"]["method"] == method), key=lambda r: kept_share(r) or 0
+            )
+            xs, ys, es = [], [], []
+            for r in mine:
+                x, (y, e) = kept_share(r), value(r, metric)
+                if x is None:
+                    continue
+                if y is None:
+                    _mark_failure(ax, 100 * x + nudge, r["status"] if r["status"] != "ok" else "n/a")
+                    continue
+                xs.append(100 * x + nudge)
+                ys.append(y)
+                es.append(e or 0.0)
+            if xs:
+                adaptive = any(isinstance(r["config"].get("budget"), str) for r in mine)
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=es,
+                    marker="o",
+                    markersize=5,
+                    capsize=3,
+                    color=COLOURS.get(method),
+                    label=method + (" (adaptive)" if adaptive else ""),
+                    markerfacecolor="white" if adaptive else COLOURS.get(method),
+                )
+        ax.set_title(f"batch {batch}", fontsize=10)
+        ax.set_xlabel("visual tokens kept (% of all candidates)")
+        ax.set_ylabel(METRICS[metric])
+        ax.set_xlim(0, 105)
+    fig.suptitle(title, fontsize=10)
+    _legend(fig, axes)
+    return fig
+
+
+def by_batch(points: list[dict], metric: str, budget, title: str) -> MplFigure:
+    """metric against batch size at one budget; one line per method, the baseline dashed."""
+    fig, (ax,) = _figure(1, width=7.0)
+    rows = [r for r in points if r["config"]["method"] == "none" or r["config"].get("budget") == budget]
+    for method in _methods(rows):
+        mine = sorted(
+            (r for r in rows if r["config"]["method"] == method), key=lambda r: r["config"]["batch_size"]
+        )
+        xs, ys, es = [], [], []
+        for r in mine:
+            x, (y, e) = r["config"]["batch_size"], value(r, metric)
+            if y is None:
+                _mark_failure(ax, x, r["status"] if r["status"] != "ok" else "n/a")
+            else:
+                xs.append(x)
+                ys.append(y)
+                es.append(e or 0.0)
+        if xs:
+            label = "all tokens (baseline)" if method == "none" else f"{method} {budget_label(budget)}"
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=es,
+                marker="o",
+                markersize=5,
+                capsize=3,
+                color=COLOURS.get(method),
+                label=label,
+                linestyle="--" if method == "none" else "-",
+            )
+    batches = sorted({r["config"]["batch_size"] for r in rows})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel("batch size (images per request)")
+    ax.set_ylabel(METRICS[metric])
+    fig.suptitle(title, fontsize=10)
+    _legend(fig, [ax])
+    return fig
+
+
+def phases(points: list[dict], title: str) -> MplFigure | None:
+    """TTFT split into preprocess / vision / select / project / prefill, stacked, per method and batch."""
+    rows = [r for r in points if r["status"] == "ok" and (r.get("metrics") or {}).get("phases_s")]
+    if not rows:
+        return None
+    batches = sorted({r["config"]["batch_size"] for r in rows})
+    fig, axes = _figure(len(batches), width=4.8, height=0.5 + 0.42 * len(rows) / len(batches) + 1.2)
+    for ax, batch in zip(axes, batches, strict=True):
+        mine = sorted(
+            (r for r in rows if r["config"]["batch_size"] == batch),
+            key=lambda r: (
+                METHOD_ORDER.index(r["config"]["method"]) if r["config"]["method"] in METHOD_ORDER else 99,
+                str(r["config"]["budget"]),
+            ),
+        )
+        labels = [f"{r['config']['method']} {budget_label(r['config']['budget'])}" for r in mine]
+        left = np.zeros(len(mine))
+        for phase, colour in PHASE_COLOURS.items():
+            widths = np.array(
+                [(r["metrics"]["phases_s"].get(phase) or {}).get("median") or 0.0 for r in mine]
+            )
+            ax.barh(labels, widths, left=left, color=colour, label=phase, height=0.65)
+            left += widths
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds to the first token")
+        ax.set_title(f"batch {batch}", fontsize=10)
+    fig.suptitle(title, fontsize=10)
+    _legend(fig, axes)
+    return fig
+
+
+def boundaries(rows: list[dict], title: str) -> MplFigure:
+    """Largest batch that fits per method and budget: measured bars, predicted diamonds.
+
+    rows: {"method", "budget", "largest", "failing", "predicted", "source"} per method x budget.
+    """
+    budgets = list(dict.fromkeys(budget_label(r["budget"]) for r in rows))
+    methods = _methods([{"config": {"method": r["method"]}} for r in rows])
+    fig, (ax,) = _figure(1, width=max(6.0, 1.6 * len(budgets) * max(1, len(methods)) / 2), height=3.8)
+    width = min(0.8 / max(len(methods), 1), 0.3)
+    for i, method in enumerate(methods):
+        for r in (r for r in rows if r["method"] == method):
+            x = budgets.index(budget_label(r["budget"])) + (i - (len(methods) - 1) / 2) * width
+            if r["largest"] is not None:
+                hatch = "//" if r["source"] == "sweep" else None
+                ax.bar(
+                    x,
+                    r["largest"],
+                    width * 0.92,
+                    color=COLOURS.get(method),
+                    hatch=hatch,
+                    edgecolor="white",
+                    label=method,
+                )
+                text = f"{r['largest']}" + ("+" if r["failing"] is None else "")
+                ax.annotate(
+                    text,
+                    (x, r["largest"]),
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=8,
+                )
+            if r["predicted"] is not None:
+                ax.plot(
+                    [x],
+                    [r["predicted"]],
+                    marker="D",
+                    markersize=6,
+                    markerfacecolor="white",
+                    markeredgecolor="black",
+                    linestyle="none",
+                    label="predicted (memory model)",
+                )
+    ax.set_xticks(range(len(budgets)), [("all tokens" if b == "100%" else b) for b in budgets])
+    ax.set_xlabel("visual-token budget")
+    ax.set_ylabel("largest batch that fits")
+    fig.suptitle(title, fontsize=10)
+    _legend(fig, [ax])
+    return fig
+
+
+def compare(groups: dict[str, list[dict]], metric: str, title: str) -> MplFigure:
+    """Grouped bars: one group per method@budget and batch, one bar per machine."""
+    machines = list(groups)
+    labels = list(dict.fromkeys(_bar_label(r) for rows in groups.values() for r in rows))
+    fig, (ax,) = _figure(1, width=max(7.0, 0.9 * len(labels) * max(1, len(machines)) / 2), height=3.8)
+    width = 0.8 / len(machines)
+    palette = ["#2a6f97", "#d1495b", "#66a182", "#e09f3e", "#8d6a9f"]
+    for i, name in enumerate(machines):
+        for r in groups[name]:
+            x = labels.index(_bar_label(r)) + (i - (len(machines) - 1) / 2) * width
+            y, e = value(r, metric)
+            if y is None:
+                _mark_failure(ax, x, r["status"] if r["status"] != "ok" else "n/a")
+            else:
+                ax.bar(
+                    x, y, width * 0.92, yerr=e or None, capsize=2, color=palette[i % len(palette)], label=name
+                )
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylabel(METRICS[metric])
+    fig.suptitle(title, fontsize=10)
+    _legend(fig, [ax])
+    return fig
+
+
+def _bar_label(record: dict) -> str:
+    c = record["config"]
+    return f"{c['method']} {budget_label(c['budget'])}\nbatch {c['batch_size']}"
+
+
+def save(fig: MplFigure, folder: Path, name: str, caption: str) -> Figure:
+    folder.mkdir(parents=True, exist_ok=True)
+    png, svg = folder / f"{name}.png", folder / f"{name}.svg"
+    fig.savefig(png, dpi=130)
+    fig.savefig(svg)
+    return Figure(png, svg, caption)

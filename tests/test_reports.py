@@ -1,0 +1,200 @@
+"""`hired-bench report` and `compare` on committed fixture results (tests/fixtures, synthetic numbers)."""
+
+import json
+import re
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from reports import figures
+from reports.cli import app
+from reports.data import load_results
+
+FIXTURES = Path(__file__).parent / "fixtures"
+A, B = FIXTURES / "results_gpu_a.jsonl", FIXTURES / "results_gpu_b.jsonl"
+RUNNER = CliRunner()
+METRICS = ["e2e_tokens_per_s", "decode_tokens_per_s", "ttft_s", "peak_memory"]
+
+
+def raw(path):
+    """The fixture's point records, read here without the suite's reader."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "kind" not in record:
+            rows.append(record)
+    return rows
+
+
+def find(rows, method, budget, batch):
+    return next(
+        r
+        for r in rows
+        if (r["config"]["method"], r["config"]["budget"], r["config"]["batch_size"])
+        == (method, budget, batch)
+    )
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    result = RUNNER.invoke(app, ["report", str(FIXTURES), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+def test_every_expected_figure_is_a_real_image(report):
+    expected = [f"w{w}-{m}-vs-{axis}" for w in (1, 2) for m in METRICS for axis in ("budget", "batch")]
+    expected += [
+        "w1-ttft-phases",
+        "w2-ttft-phases",
+        "oom-boundary-1",
+        "oom-boundary-2",
+        "compare-1-e2e_tokens_per_s",
+        "compare-1-ttft_s",
+    ]
+    found = sorted(p.stem for p in (report / "figures").glob("*.png"))
+    assert found == sorted(expected)
+    for name in expected:
+        svg = (report / "figures" / f"{name}.svg").read_text()
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+        with Image.open(report / "figures" / f"{name}.png") as img:
+            pixels = np.asarray(img.convert("L"), dtype=float)
+        assert img.size[0] >= 500 and img.size[1] >= 300
+        assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # drawn on, not a blank canvas
+
+
+def test_markdown_tables_hold_the_right_numbers(report):
+    text = (report / "report.md").read_text()
+    rows = raw(A)
+    base, hired = find(rows, "none", 1.0, 2), find(rows, "hired", 0.2, 2)
+
+    def med(r, m):
+        return statistics.median(r["metrics"][m]["values"])
+
+    speedup = med(base, "ttft_s") / med(hired, "ttft_s")
+    throughput = med(hired, "e2e_tokens_per_s") / med(base, "e2e_tokens_per_s")
+    saved = (
+        1
+        - hired["metrics"]["peak_memory_gib"]["torch_allocated"]
+        / base["metrics"]["peak_memory_gib"]["torch_allocated"]
+    )
+    line = next(line for line in text.splitlines() if line.startswith("| 2 | hired | 20% | 576 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[5] == f"{speedup:.2f}×" and cells[7] == f"{throughput:.2f}×" and cells[10] == f"{saved:.0%}"
+    # GPU B's baseline ran out of memory at batch 4: said so, no numbers made up
+    assert "| 4 | none (baseline) | 100% | – | OOM | – | – | – | – | – | – |" in text
+    # the paper side by side, batch 1 HiRED 20%: the paper's 2.30 tok/s, 4.21 s, 13.76 GB
+    paper = next(line for line in text.splitlines() if line.startswith("| 1 | HiRED 20% (paper, random)"))
+    assert "| 2.30 |" in paper and "| 4.21 |" in paper and "| 13.76 |" in paper
+    # nothing dropped silently: the failed point, the older suite version, the skipped line
+    assert "ERROR: ValueError: PruMerge+ adaptive: no outlier tokens (r = 0)" in text
+    assert "0.0.9 (1)" in text and "Skipped 1 line(s)" in text
+    assert "energy_j: this GPU has no NVML total-energy counter | 11 |" in text
+
+
+def test_boundary_table(report):
+    text = (report / "report.md").read_text()
+    assert "| hired | 20% | 12 | 13 | 14 | search |" in text  # the search record, with its prediction
+    assert "| none | 100% | 2 | 4 | n/a | sweep |" in text  # GPU B: largest ok below the first OOM
+
+
+def test_failed_points_are_never_drawn_as_zero():
+    rows = raw(B)
+    fig = figures.by_batch(rows, "peak_memory", 0.2, "t")
+    ax = fig.axes[0]
+    assert any(t.get_text() == "OOM" for t in ax.texts)
+    marks = [line for line in ax.get_lines() if line.get_gid() == "failed"]
+    drawn = [y for line in ax.get_lines() if line.get_gid() != "failed" for y in line.get_ydata()]
+    assert len(marks) == 1 and drawn and min(drawn) > 1  # the OOM baseline at batch 4: a cross, not a 0
+    oom = find(rows, "none", 1.0, 4)
+    assert figures.value(oom, "ttft_s") == (None, None)
+
+
+def test_html_is_self_contained(report):
+    page = (report / "report.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert not re.search(r"https?://", page)
+    assert page.count('src="data:image/png;base64,') == len(list((report / "figures").glob("*.png")))
+
+
+def chromium() -> str:
+    """Debian's chromium, installed when missing (skipped, with the reason, where it cannot be)."""
+    path = shutil.which("chromium")
+    if path:
+        return path
+    if shutil.which("apt-get") is None:
+        pytest.skip("chromium is not installed and there is no apt-get to install it")
+    steps = [["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            pytest.skip(f"could not install chromium: {' '.join(step)}: {done.stderr.strip()[-200:]}")
+    return shutil.which("chromium") or pytest.skip("chromium still not found after installing it")
+
+
+def test_html_renders_in_headless_chromium(report, tmp_path):
+    browser = chromium()
+    shot = tmp_path / "shot.png"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        "--window-size=1300,1800",
+    ]
+    page = (report / "report.html").resolve().as_uri()
+    subprocess.run([browser, *flags, f"--screenshot={shot}", page], capture_output=True, timeout=120)
+    dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    assert "<h1>hired-bench report</h1>" in dom.stdout and dom.stdout.count("<img") > 10
+    with Image.open(shot) as img:
+        pixels = np.asarray(img.convert("RGB"), dtype=float)
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100  # not a blank page
+
+
+def test_compare_two_gpus(tmp_path):
+    out = tmp_path / "cmp"
+    result = RUNNER.invoke(app, ["compare", str(A), str(B), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    text = (out / "report.md").read_text()
+    a, b = find(raw(A), "hired", 0.2, 4), find(raw(B), "hired", 0.2, 4)
+    ratio = statistics.median(b["metrics"]["e2e_tokens_per_s"]["values"]) / statistics.median(
+        a["metrics"]["e2e_tokens_per_s"]["values"]
+    )
+    line = next(line for line in text.splitlines() if line.startswith("| hired | 20% | 4 |"))
+    assert line.rstrip(" |").endswith(f"{ratio:.2f}×")
+    assert "| none | 100% | 4 |" in text and "| OOM | OOM |" in text  # GPU B's failure, shown as such
+    for metric in ("e2e_tokens_per_s", "ttft_s"):
+        assert (out / "figures" / f"compare-1-{metric}.png").stat().st_size > 10_000
+    alone = RUNNER.invoke(app, ["compare", str(A), "--out", str(tmp_path / "x")])
+    assert alone.exit_code == 2 and "needs results from two machines" in alone.stderr
+
+
+def test_report_input_errors(tmp_path):
+    missing = RUNNER.invoke(app, ["report", str(tmp_path / "nope.jsonl")])
+    assert missing.exit_code == 2 and "results not found" in missing.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = RUNNER.invoke(app, ["report", str(empty)])
+    assert none.exit_code == 2 and "no .jsonl result files" in none.stderr
+
+
+def test_loading_sorts_records_by_kind():
+    loaded = load_results([FIXTURES])
+    assert len(loaded.points) == 25 and len(loaded.boundaries) == 1 and len(loaded.predictions) == 1
+    assert loaded.skipped_lines == 1 and loaded.suite_versions["0.0.9"] == 1
