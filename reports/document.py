@@ -63,21 +63,25 @@ body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; mar
 h1 { border-bottom: 3px solid #2a6f97; padding-bottom: .3rem; }
 h2 { margin-top: 2.2rem; border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; }
 table { border-collapse: collapse; margin: .8rem 0 1.4rem; font-size: .9rem; }
-th, td { border: 1px solid #d0d7de; padding: .3rem .6rem; text-align: right; }
+th, td { border: 1px solid #d0d7de; padding: .3rem .6rem; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #eef3f7; }
-td:first-child, th:first-child { text-align: left; }
 tr:nth-child(even) td { background: #f8fafc; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .3rem; }
 figure { margin: 1rem 0 2rem; }
 figure img { max-width: 100%; border: 1px solid #e3e8ee; }
 figcaption { font-style: italic; color: #4b5563; }
-.oom { color: #b42318; font-weight: 600; }
+td.oom { color: #b42318; font-weight: 600; }
 """
 
 
 def _cell(text: str) -> str:
+    """A table cell: numbers right-aligned, words left, failures in red."""
     escaped = html.escape(text)
-    return f'<span class="oom">{escaped}</span>' if text.startswith(("OOM", "ERROR")) else escaped
+    if text.startswith(("OOM", "ERROR")):
+        return f'<td class="oom">{escaped}</td>'
+    numeric = text[:1].isdigit() or text in ("n/a", "–") or text[:1] in "-+"
+    return f'<td class="num">{escaped}</td>' if numeric else f"<td>{escaped}</td>"
 
 
 def to_html(title: str, sections: list[Section]) -> str:
@@ -89,9 +93,7 @@ def to_html(title: str, sections: list[Section]) -> str:
                 body.append(f"<p>{html.escape(part)}</p>")
             elif isinstance(part, Table):
                 head = "".join(f"<th>{html.escape(c)}</th>" for c in part.columns)
-                rows = "".join(
-                    "<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in part.rows
-                )
+                rows = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in part.rows)
                 caption = f"<caption>{html.escape(part.caption)}</caption>" if part.caption else ""
                 body.append(f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             else:
