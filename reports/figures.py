@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure as MplFigure  # no pyplot: no global state, no display
+from matplotlib.ticker import MaxNLocator
 
-from reports.data import METHOD_ORDER, budget_label, median, peak_memory, spread
+from reports.data import METHOD_ORDER, budget_label, median, method_key, peak_memory, spread
 from reports.document import Figure
 
 COLOURS = {
@@ -261,7 +262,7 @@ def boundaries(rows: list[dict], title: str) -> MplFigure:
                     color=COLOURS.get(method),
                     hatch=hatch,
                     edgecolor="white",
-                    label=method,
+                    label="all tokens (baseline)" if method == "none" else method,
                 )
                 text = f"{r['largest']}" + ("+" if r["failing"] is None else "")
                 ax.annotate(
@@ -284,6 +285,8 @@ def boundaries(rows: list[dict], title: str) -> MplFigure:
                     label="predicted (memory model)",
                 )
     ax.set_xticks(range(len(budgets)), [("all tokens" if b == "100%" else b) for b in budgets])
+    ax.set_xlim(-0.6, len(budgets) - 0.4)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("visual-token budget")
     ax.set_ylabel("largest batch that fits")
     fig.suptitle(title, fontsize=10)
@@ -294,8 +297,12 @@ def boundaries(rows: list[dict], title: str) -> MplFigure:
 def compare(groups: dict[str, list[dict]], metric: str, title: str) -> MplFigure:
     """Grouped bars: one group per method@budget and batch, one bar per machine."""
     machines = list(groups)
-    labels = list(dict.fromkeys(_bar_label(r) for rows in groups.values() for r in rows))
-    fig, (ax,) = _figure(1, width=max(7.0, 0.9 * len(labels) * max(1, len(machines)) / 2), height=3.8)
+    records = sorted(
+        (r for rows in groups.values() for r in rows),
+        key=lambda r: (r["config"]["batch_size"], method_key(r)),
+    )
+    labels = list(dict.fromkeys(_bar_label(r) for r in records))
+    fig, (ax,) = _figure(1, width=max(7.0, 1.15 * len(labels)), height=3.8)
     width = 0.8 / len(machines)
     palette = ["#2a6f97", "#d1495b", "#66a182", "#e09f3e", "#8d6a9f"]
     for i, name in enumerate(machines):
