@@ -86,6 +86,21 @@ def _mark_failure(ax, x: float, status: str) -> None:
     )
 
 
+def _series(ax, points: list[tuple[float, dict]], metric: str, colour: str | None, **style) -> None:
+    """One line of (x, record): measured medians with stdev error bars; failed points crossed at their x."""
+    xs, ys, es = [], [], []
+    for x, record in points:
+        y, e = value(record, metric)
+        if y is None:
+            _mark_failure(ax, x, record["status"] if record["status"] != "ok" else "n/a")
+        else:
+            xs.append(x)
+            ys.append(y)
+            es.append(e or 0.0)
+    if xs:
+        ax.errorbar(xs, ys, yerr=es, marker="o", markersize=5, capsize=3, color=colour, **style)
+
+
 def _methods(points: list[dict]) -> list[str]:
     present = {r["config"]["method"] for r in points}
     return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
@@ -122,7 +137,7 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
                 ax.text(
                     0.02,
                     0.9,
-                    f"full tokens: {base['status'].upper()}",
+                    f"all tokens: {base['status'].upper()}",
                     transform=ax.transAxes,
                     color=FAILED,
                     fontsize=8,
@@ -137,30 +152,16 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
             mine = sorted(
                 (r for r in rows if r["config"]["method"] == method), key=lambda r: kept_share(r) or 0
             )
-            xs, ys, es = [], [], []
-            for r in mine:
-                x, (y, e) = kept_share(r), value(r, metric)
-                if x is None:
-                    continue
-                if y is None:
-                    _mark_failure(ax, 100 * x + nudge, r["status"] if r["status"] != "ok" else "n/a")
-                    continue
-                xs.append(100 * x + nudge)
-                ys.append(y)
-                es.append(e or 0.0)
-            if xs:
-                adaptive = any(isinstance(r["config"].get("budget"), str) for r in mine)
-                ax.errorbar(
-                    xs,
-                    ys,
-                    yerr=es,
-                    marker="o",
-                    markersize=5,
-                    capsize=3,
-                    color=COLOURS.get(method),
-                    label=method + (" (adaptive)" if adaptive else ""),
-                    markerfacecolor="white" if adaptive else COLOURS.get(method),
-                )
+            adaptive = any(isinstance(r["config"].get("budget"), str) for r in mine)
+            shares = [(kept_share(r), r) for r in mine]
+            _series(
+                ax,
+                [(100 * x + nudge, r) for x, r in shares if x is not None],
+                metric,
+                COLOURS.get(method),
+                label=method + (" (adaptive)" if adaptive else ""),
+                markerfacecolor="white" if adaptive else COLOURS.get(method),
+            )
         ax.set_title(f"batch {batch}", fontsize=10)
         ax.set_xlabel("visual tokens kept (% of all candidates)")
         ax.set_ylabel(METRICS[metric])
@@ -178,28 +179,15 @@ def by_batch(points: list[dict], metric: str, budget, title: str) -> MplFigure:
         mine = sorted(
             (r for r in rows if r["config"]["method"] == method), key=lambda r: r["config"]["batch_size"]
         )
-        xs, ys, es = [], [], []
-        for r in mine:
-            x, (y, e) = r["config"]["batch_size"], value(r, metric)
-            if y is None:
-                _mark_failure(ax, x, r["status"] if r["status"] != "ok" else "n/a")
-            else:
-                xs.append(x)
-                ys.append(y)
-                es.append(e or 0.0)
-        if xs:
-            label = "all tokens (baseline)" if method == "none" else f"{method} {budget_label(budget)}"
-            ax.errorbar(
-                xs,
-                ys,
-                yerr=es,
-                marker="o",
-                markersize=5,
-                capsize=3,
-                color=COLOURS.get(method),
-                label=label,
-                linestyle="--" if method == "none" else "-",
-            )
+        label = "all tokens (baseline)" if method == "none" else f"{method} {budget_label(budget)}"
+        _series(
+            ax,
+            [(r["config"]["batch_size"], r) for r in mine],
+            metric,
+            COLOURS.get(method),
+            label=label,
+            linestyle="--" if method == "none" else "-",
+        )
     batches = sorted({r["config"]["batch_size"] for r in rows})
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches, [str(b) for b in batches])
