@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
+from profiler.metrics import peak_memory_gib
+
 
 def _median(metrics: dict, name: str) -> float | None:
     stats = metrics.get(name)
@@ -28,15 +30,6 @@ def _tokens(visual: dict) -> str:
     if len(set(kept)) == 1 and len(set(full)) == 1:
         return f"{kept[0]}/{full[0]} ({percent})"
     return f"Σ {sum(kept)}/{sum(full)} ({percent})"
-
-
-def peak_memory(metrics: dict) -> float | None:
-    """The memory figure the table compares: torch max allocated (the HiRED paper's), else NVML's."""
-    peaks = metrics.get("peak_memory_gib") or {}
-    for key in ("torch_allocated", "nvml_process", "nvml_device"):
-        if peaks.get(key) is not None:
-            return peaks[key]
-    return None
 
 
 def results_table(records: list[dict], title: str) -> Table:
@@ -76,7 +69,7 @@ def results_table(records: list[dict], title: str) -> Table:
         m = r["metrics"]
         ttft, tpot = _median(m, "ttft_s"), _median(m, "tpot_s")
         decode, e2e = _median(m, "decode_tokens_per_s"), _median(m, "e2e_tokens_per_s")
-        mem = peak_memory(m)
+        mem = peak_memory_gib(m)[0]
         b = base or {}
         table.add_row(
             label,
@@ -89,7 +82,7 @@ def results_table(records: list[dict], title: str) -> Table:
             _fmt(mem, ".2f"),
             _ratio(ttft, _median(b, "ttft_s"), invert=True),
             _ratio(e2e, _median(b, "e2e_tokens_per_s")),
-            _ratio(mem, peak_memory(b) if b else None),
+            _ratio(mem, peak_memory_gib(b)[0]),
         )
     if notes:
         table.caption = "\n".join(f"({i}) {escape(note)}" for i, note in enumerate(notes, 1))

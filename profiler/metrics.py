@@ -37,3 +37,17 @@ def request_metrics(
             phase: times[end] - start for phase, end, start in zip(PHASES, PHASE_ENDS, starts, strict=True)
         },
     }
+
+
+# The one memory figure tables and plots compare: torch max allocated (what the HiRED paper reports),
+# else NVML's process peak, else NVML's device peak (whichever this machine could measure).
+PEAK_MEMORY_ORDER = ("torch_allocated", "nvml_process", "nvml_device")
+
+
+def peak_memory_gib(metrics: dict | None) -> tuple[float | None, str | None]:
+    """(GiB, which figure) of a record's metrics; (None, None) where no peak was measured."""
+    peaks = (metrics or {}).get("peak_memory_gib") or {}
+    for key in PEAK_MEMORY_ORDER:
+        if peaks.get(key) is not None:
+            return peaks[key], key
+    return None, None

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from profiler.metrics import peak_memory_gib
 from profiler.records import read_records_counted
 
 METHOD_ORDER = ["none", "hired", "prumerge", "prumerge+", "random", "pool"]
@@ -107,12 +108,8 @@ def spread(record: dict, metric: str) -> float | None:
 
 
 def peak_memory(record: dict) -> tuple[float | None, str | None]:
-    """(GiB, which figure): torch max allocated (the HiRED paper's), else NVML's process or device peak."""
-    peaks = (record.get("metrics") or {}).get("peak_memory_gib") or {}
-    for key in ("torch_allocated", "nvml_process", "nvml_device"):
-        if peaks.get(key) is not None:
-            return peaks[key], key
-    return None, None
+    """(GiB, which figure) a record's peak memory is compared by (defined in profiler.metrics)."""
+    return peak_memory_gib(record.get("metrics"))
 
 
 def method_key(record: dict) -> tuple:
