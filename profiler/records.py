@@ -95,3 +95,9 @@ def read_records_counted(path: Path) -> tuple[list[dict], int]:
             else:
                 skipped += 1
     return records, skipped
+
+
+def error_message(exc: BaseException) -> str:
+    """A record's `error`: the exception's type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()

@@ -19,7 +19,7 @@ from hired.glue import PreparedBatch, pad_id, prepare_batch
 from hired.methods import METHODS
 from profiler.memory import Nvml, SamplerProcess, SamplerReading, gib, reset_torch_peak, torch_peak_gib
 from profiler.metrics import PHASES, request_metrics
-from profiler.records import make_record
+from profiler.records import error_message, make_record
 from profiler.stats import coefficient_of_variation, summarize
 from profiler.timing import StepClock, Timeline
 from workloads.models import LoadedModel
@@ -196,9 +196,9 @@ class Runner:
             if self.torch_trace:
                 trace_request(self.lm, workload, point, trace_path(self.torch_trace, point))
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-            failure = ("oom", _message(exc), self._memory_now())
+            failure = ("oom", error_message(exc), self._memory_now())
         except Exception as exc:
-            failure = ("error", _message(exc), None)
+            failure = ("error", error_message(exc), None)
         else:
             failure = None
         if failure:  # cleaned up here, outside `except`: the traceback's frames held the tensors
@@ -335,8 +335,3 @@ def _visual_tokens(batch: PreparedBatch) -> dict:
         "kept": list(batch.kept),
         "achieved_budget": [k / f for k, f in zip(batch.kept, full, strict=True)],
     }
-
-
-def _message(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()

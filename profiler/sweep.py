@@ -17,7 +17,7 @@ from dataclasses import asdict
 from itertools import groupby
 from pathlib import Path
 
-from profiler.records import append_record, make_record, read_records
+from profiler.records import append_record, error_message, make_record, read_records
 from workloads.sweep import SweepPoint
 
 
@@ -132,7 +132,7 @@ def run_points(
             for point in group:
                 on_point(point)
                 record = make_record(
-                    run_id, status, planned_config(point, sweep), {}, None, error=_message(exc)
+                    run_id, status, planned_config(point, sweep), {}, None, error=error_message(exc)
                 )
                 append_record(output, record)
                 yield record
@@ -171,11 +171,6 @@ def run_isolated(point: SweepPoint, output: Path, sweep: str, run_id: str) -> di
     record = make_record(run_id, "error", planned_config(point, sweep), {}, None, error=message)
     append_record(output, record)
     return record
-
-
-def _message(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
 
 def _main() -> int:
