@@ -16,18 +16,19 @@ import statistics
 import time
 
 import torch
-from transformers import LogitsProcessorList
 
-from hired.glue import pad_id, prepare_batch
+from hired.glue import prepare_batch
 from hired.methods import METHODS
+from profiler.runner import generate_tokens
 from profiler.timing import StepClock, Timeline
 from workloads.images import synthetic_images
 from workloads.models import load_model
+from workloads.presets import DEFAULT_PROMPT
 
 
 def generate_seconds(lm, batch, new_tokens: int, profiled: bool, sampler=None) -> float:
     """Wall time of one generate() call (synchronised at both ends), with or without the profiler."""
-    processors = LogitsProcessorList()
+    processors = []
     if profiled:
         timeline = Timeline(lm.device)
         timeline.start()
@@ -37,17 +38,7 @@ def generate_seconds(lm, batch, new_tokens: int, profiled: bool, sampler=None) -
     if lm.device.type == "cuda":
         torch.cuda.synchronize(lm.device)
     start = time.perf_counter()
-    with torch.inference_mode():
-        out = lm.model.generate(
-            inputs_embeds=batch.inputs_embeds,
-            attention_mask=batch.attention_mask,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=pad_id(lm.model),
-            logits_processor=processors,
-        )
-    out.cpu()
+    generate_tokens(lm.model, batch, new_tokens, processors).cpu()
     seconds = time.perf_counter() - start
     if profiled:
         timeline.mark_host("end")
@@ -84,7 +75,7 @@ def main() -> None:
     images = synthetic_images([(600, 600)], args.batch)
     pixels = lm.image_processor(images, return_tensors="pt")
     sizes = [tuple(s) for s in pixels["image_sizes"].tolist()]
-    ids = [lm.prompt_ids("What is shown in this image?")] * args.batch
+    ids = [lm.prompt_ids(DEFAULT_PROMPT)] * args.batch
     batch = prepare_batch(lm.model, pixels["pixel_values"], sizes, ids, METHODS["none"], 1.0, {})
     sampler = None
     if lm.device.type == "cuda":

@@ -55,24 +55,28 @@ def search_boundary(fits: Callable[[int], bool | None], limit: int = 512) -> Bou
 
 
 def find_boundaries(
-    runner, plan, sizes, new_tokens: int, max_batch: int, output, cap_gib, status
+    runner, points: list, sizes, new_tokens: int, max_batch: int, output, cap_gib, status
 ) -> list[dict]:
     """Search each planned point's boundary on a loaded model; every probe and result is recorded."""
     import torch
 
     from profiler.memory import GIB
-    from profiler.memory_model import largest_batch, point_peak
+    from profiler.memory_model import CUDA_CONTEXT_GIB, largest_batch, point_peak
     from profiler.records import append_record, make_record
     from profiler.runner import Workload
     from workloads.images import synthetic_images
+    from workloads.presets import DEFAULT_PROMPT as prompt
 
-    prompt = "What is shown in this image?"
     lm = runner.lm
     memory_gib = None
     if lm.device.type == "cuda":  # what PyTorch may use: the cap, or the card less its CUDA context
-        memory_gib = cap_gib or torch.cuda.get_device_properties(lm.device).total_memory / GIB - 0.5
+        memory_gib = (
+            cap_gib or torch.cuda.get_device_properties(lm.device).total_memory / GIB - CUDA_CONTEXT_GIB
+        )
+    text = len(lm.prompt_ids(prompt)) - 1
+    dtype = str(lm.dtype).removeprefix("torch.")
     rows = []
-    for point, _ in plan:
+    for point in points:
 
         def fits(batch: int, point=point) -> bool | None:
             status(f"{point.method} @ {point.label}: batch {batch}")
@@ -85,8 +89,6 @@ def find_boundaries(
         found = search_boundary(fits, max_batch)
         predicted = None
         if memory_gib is not None:
-            text = len(lm.prompt_ids(prompt)) - 1
-            dtype = str(lm.dtype).removeprefix("torch.")
             peak = point_peak(
                 lm.model.config, dtype, text, sizes, point.method, point.budget, point.fidelity, new_tokens
             )

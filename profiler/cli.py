@@ -19,7 +19,7 @@ from profiler.console import results_table
 from profiler.records import append_record, check_writable, new_run_id
 from workloads.errors import InputError
 from workloads.images import folder_images, load_image, parse_size, synthetic_images
-from workloads.presets import PRESETS, WEIGHTS
+from workloads.presets import DEFAULT_PROMPT, PRESETS, WEIGHTS
 
 app = typer.Typer(
     help="Benchmark LLaVA-Next with and without visual-token dropping (HiRED, ...): "
@@ -36,7 +36,6 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
-DEFAULT_PROMPT = "What is shown in this image?"
 BASELINE_NOTE = {
     "paper": "the baseline is stock LLaVA-Next: its kept tokens include the newline tokens",
     "reference": "the baseline is the HiRED code's full path: every candidate token, no newline tokens",
@@ -94,15 +93,21 @@ def _defined(method, budget: float | None, fidelity: str) -> bool:
     return True
 
 
-def plan_points(
-    names: list[str], budget: float | None, fidelity: str, shape, overrides: dict, seed: int
-) -> list:
-    """The baseline and one point per method, each with its checked parameters."""
+def method_budget_pairs(method: str, budgets: list[float | None], fidelity: str) -> list[tuple]:
+    """The baseline once, then (name, budget) for every method defined at each budget."""
+    return [("none", 1.0)] + [(name, b) for b in budgets for name in method_names(method, b, fidelity)]
+
+
+def plan_points(pairs: list[tuple], fidelity: str, shape, overrides: dict, seed: int) -> list:
+    """One Point per (method, budget), with its checked parameters; `none` is the baseline."""
     from profiler.runner import Point
 
     given = {k: v for k, v in overrides.items() if v is not None}
-    points, used = [Point("none", 1.0, {}, fidelity)], set()
-    for name in names:
+    points, used = [], set()
+    for name, budget in pairs:
+        if name == "none":
+            points.append(Point("none", 1.0, {}, fidelity))
+            continue
         method = METHODS[name]
         defaults = method.defaults(shape)
         mine = {k: v for k, v in given.items() if k in defaults} | (
@@ -115,9 +120,8 @@ def plan_points(
             raise InputError(str(exc)) from None
     unused = sorted(set(given) - used)
     if unused:
-        raise InputError(
-            f"option(s) {', '.join(unused)} not taken by method(s): {', '.join(names) or 'none'}"
-        )
+        names = sorted({n for n, _ in pairs if n != "none"}) or ["none"]
+        raise InputError(f"option(s) {', '.join(unused)} not taken by method(s): {', '.join(names)}")
     return points
 
 
@@ -236,7 +240,7 @@ def run(
     try:
         check_inputs(batch, new_tokens, warmup, repeats)
         budget_value = parse_budget(budget)
-        names = method_names(method, budget_value, fidelity)
+        pairs = method_budget_pairs(method, [budget_value], fidelity)
         if weights not in WEIGHTS:
             raise InputError(f"unknown --weights {weights!r} (use {', '.join(WEIGHTS)})")
         cap_gib = parse_cap(memory_cap)
@@ -264,7 +268,7 @@ def run(
                 torch_trace=torch_trace,
             )
         overrides = {"alpha": alpha, "l_init": l_init, "l_final": l_final}
-        points = plan_points(names, budget_value, fidelity, vision_shape(runner.lm.model), overrides, seed)
+        points = plan_points(pairs, fidelity, vision_shape(runner.lm.model), overrides, seed)
     except InputError as exc:
         raise fail(str(exc)) from None
 
@@ -430,7 +434,7 @@ def show_selection(
         if method == "all":
             raise InputError("show-selection draws one method at a time")
         budget_value = parse_budget(budget)
-        names = method_names(method, budget_value, fidelity)
+        pairs = method_budget_pairs(method, [budget_value], fidelity)[-1:]  # the method itself
         if out.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise InputError(f"--out must end in .png, .svg or .pdf, got {out.name!r}")
         if not out.parent.is_dir():
@@ -445,7 +449,7 @@ def show_selection(
         with err.status("building the model…"):
             lm = load_model(model, weights, dtype, device, seed)
         overrides = {"alpha": alpha, "l_init": l_init, "l_final": l_final}
-        point = plan_points(names, budget_value, fidelity, vision_shape(lm.model), overrides, seed)[-1]
+        (point,) = plan_points(pairs, fidelity, vision_shape(lm.model), overrides, seed)
     except InputError as exc:
         raise fail(str(exc)) from None
 
@@ -603,10 +607,7 @@ def oom_boundary(
         check_inputs(1, new_tokens, warmup, repeats)
         if max_batch < 1:
             raise InputError(f"--max-batch must be at least 1, got {max_batch}")
-        budgets = parse_budgets(budget)
-        names = sorted(
-            {n for b in budgets for n in method_names(method, b, fidelity)}, key=list(METHODS).index
-        )
+        pairs = method_budget_pairs(method, parse_budgets(budget), fidelity)
         cap_gib = parse_cap(memory_cap)
         sizes = [parse_size(s) for s in image_size or ["600x600"]]
         check_writable(output)
@@ -625,12 +626,8 @@ def oom_boundary(
                 repeats=repeats,
                 memory_cap_gib=cap_gib,
             )
-        plan = [
-            (p, b)
-            for b in budgets
-            for p in plan_points(names, b, fidelity, vision_shape(runner.lm.model), {}, seed)
-            if p.method != "none" or b == budgets[0]
-        ]
+        shape = vision_shape(runner.lm.model)
+        points = plan_points(pairs, fidelity, shape, {}, seed)
     except InputError as exc:
         raise fail(str(exc)) from None
     from profiler.boundary import find_boundaries
@@ -641,7 +638,7 @@ def oom_boundary(
             task = progress.add_task("probing", total=None)
             rows = find_boundaries(
                 runner,
-                plan,
+                points,
                 sizes,
                 new_tokens,
                 max_batch,
@@ -686,7 +683,7 @@ def predict(
     overhead: Annotated[
         str,
         typer.Option(help="Memory that is not PyTorch's: the CUDA context (use 0 for a --memory-cap run)."),
-    ] = "0.5GiB",
+    ] = "0.5GiB",  # profiler.memory_model.CUDA_CONTEXT_GIB
     prompt: Annotated[str, typer.Option(help="Question asked about each image.")] = DEFAULT_PROMPT,
     output: Annotated[
         Path | None, typer.Option(help="Also append the predictions (JSON Lines) here.")
@@ -710,8 +707,7 @@ def predict(
             check_writable(output)
         from profiler.memory_model import predictions
 
-        plan = [(name, b) for b in budgets for name in ["none", *method_names(method, b, fidelity)]]
-        plan = [(name, b) for i, (name, b) in enumerate(plan) if name != "none" or i == 0]
+        plan = method_budget_pairs(method, budgets, fidelity)
         with err.status("reading the model's shape…"):
             rows = predictions(
                 model, dtype, plan, fidelity, sizes, new_tokens, prompt, memory_gib - overhead_gib

@@ -17,6 +17,7 @@ from functools import cache
 from profiler.memory import GIB
 
 BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+CUDA_CONTEXT_GIB = 0.5  # GPU memory that is not PyTorch's on a real card (CUDA context, cuBLAS handles)
 
 
 @dataclass(frozen=True)

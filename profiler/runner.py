@@ -88,25 +88,31 @@ def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestRes
         point.fidelity,
         timeline.mark,
     )
-    with torch.inference_mode():
-        out = lm.model.generate(
-            inputs_embeds=batch.inputs_embeds,
-            attention_mask=batch.attention_mask,
-            max_new_tokens=workload.new_tokens,
-            min_new_tokens=workload.new_tokens,  # EOS ignored: every request makes exactly T tokens
-            do_sample=False,
-            num_beams=1,
-            pad_token_id=pad_id(lm.model),
-            logits_processor=LogitsProcessorList([clock]),
-        )
-    tokens = out.cpu()
+    tokens = generate_tokens(lm.model, batch, workload.new_tokens, [clock]).cpu()
     timeline.mark_host("end")
     times, steps = timeline.times()
-    if clock.calls != workload.new_tokens or tokens.shape[1] != workload.new_tokens:
+    if len(steps) != workload.new_tokens or tokens.shape[1] != workload.new_tokens:
         raise RuntimeError(
-            f"generate made {tokens.shape[1]} tokens in {clock.calls} steps, not {workload.new_tokens}"
+            f"generate made {tokens.shape[1]} tokens in {len(steps)} steps, not {workload.new_tokens}"
         )
     return RequestResult(times, steps, tokens, batch)
+
+
+@torch.inference_mode()
+def generate_tokens(
+    model, batch: PreparedBatch, new_tokens: int, processors: list | None = None
+) -> torch.Tensor:
+    """Greedy decoding of exactly `new_tokens` per sample (EOS ignored): every request does the same work."""
+    return model.generate(
+        inputs_embeds=batch.inputs_embeds,
+        attention_mask=batch.attention_mask,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=pad_id(model),
+        logits_processor=LogitsProcessorList(processors or []),
+    )
 
 
 def aggregate(per_request: list[dict]) -> dict:
@@ -217,7 +223,7 @@ class Runner:
         }
         metrics["nvml_sample_hz"] = summarize([r.hz for r in readings])
         metrics["visual_tokens"] = _visual_tokens(result.batch)
-        metrics["unavailable"] = self._unavailable(metrics, readings)
+        metrics["unavailable"] = self._unavailable(metrics)
         metrics["estimated"] = notes
         metrics["warnings"] = variance_warnings(metrics)
         outputs = result.tokens.tolist() if self.save_outputs else None
@@ -252,7 +258,7 @@ class Runner:
             "baseline_device": self.baseline_device_gib,
         }
 
-    def _unavailable(self, metrics: dict, readings: list[SamplerReading]) -> dict:
+    def _unavailable(self, metrics: dict) -> dict:
         """Why a metric is null on this machine (a null metric is never a made-up 0)."""
         reasons = {}
         peaks = metrics["peak_memory_gib"]

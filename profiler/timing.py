@@ -78,9 +78,7 @@ class StepClock(LogitsProcessor):
 
     def __init__(self, timeline: Timeline):
         self.timeline = timeline
-        self.calls = 0
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
         self.timeline.step()
         return scores

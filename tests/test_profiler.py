@@ -77,7 +77,7 @@ def test_cpu_timeline_and_step_clock():
         assert clock(torch.zeros(2, 1, dtype=torch.long), scores) is scores  # changes nothing
     tl.mark_host("end")
     named, steps = tl.times()
-    assert clock.calls == 4 and len(steps) == 4
+    assert len(steps) == 4  # one per call
     assert 0.01 <= named["preprocess"] < named["first_token"] == steps[0] < steps[-1] < named["end"]
     assert all(b - a >= 0.002 for a, b in pairwise(steps))
 

@@ -347,3 +347,35 @@ def test_unknown_model_is_refused_before_measuring(tmp_path):
     result = RUNNER.invoke(app, ["sweep", str(grid), "--output", str(tmp_path / "r.jsonl")])
     assert result.exit_code == 2 and "grid.toml: models: unknown model 'no-such-llava'" in result.stderr
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_mixed_budgets_pair_each_method_only_with_budgets_it_defines(tmp_path):
+    from profiler.cli import method_budget_pairs
+
+    pairs = method_budget_pairs("all", [0.2, None], "paper")
+    assert pairs[0] == ("none", 1.0) and pairs.count(("none", 1.0)) == 1
+    assert ("hired", 0.2) in pairs and ("hired", None) not in pairs  # HiRED has no adaptive count
+    assert ("prumerge", 0.2) in pairs and ("prumerge", None) in pairs and ("prumerge+", None) in pairs
+    out = tmp_path / "p.jsonl"
+    args = [
+        "predict",
+        "--gpu-memory",
+        "24GiB",
+        "--model",
+        "tiny",
+        "--dtype",
+        "float32",
+        "--method",
+        "all",
+        "--budget",
+        "0.2,adaptive",
+        "--output",
+        str(out),
+    ]
+    result = RUNNER.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["method"], r["budget"]) for r in rows] == [
+        (m, "adaptive" if b is None else b) for m, b in pairs
+    ]
+    assert all(r["largest_batch"] is None for r in rows if r["budget"] == "adaptive")  # weights decide those

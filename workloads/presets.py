@@ -27,6 +27,8 @@ CLIP_336_PROCESSOR = {
     "do_pad": True,
 }
 
+DEFAULT_PROMPT = "What is shown in this image?"  # the question asked about every image unless told
+
 # What llava-hf/llava-v1.6-vicuna-7b-hf's chat template writes for one image and one question.
 VICUNA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
 

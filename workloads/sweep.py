@@ -25,6 +25,7 @@ from pathlib import Path
 
 from workloads.errors import InputError
 from workloads.images import parse_size
+from workloads.presets import DEFAULT_PROMPT
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,7 +52,6 @@ TOP_KEYS = {
 }
 REQUIRED = ("models", "batch_sizes", "methods")
 METHOD_KEYS = {"name", "budgets", "fidelity", "alpha", "l_init", "l_final", "layer", "neighbours"}
-DEFAULT_PROMPT = "What is shown in this image?"
 
 
 @dataclass(frozen=True)
