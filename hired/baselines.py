@@ -7,7 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from hired.capture import VisionBatch
 from hired.layout import ImageLayout
+from hired.spec import Derived, Method, Param, Selection, budget_tokens
 
 
 def random_tokens(layout: ImageLayout, n_budget: int, seed: int) -> torch.Tensor:
@@ -42,3 +44,66 @@ def pool_tokens(layout: ImageLayout, features: torch.Tensor, budget: float) -> t
         image = tokens.float().reshape(1, rows, cols, -1).permute(0, 3, 1, 2)  # channels-last view, no copy
         parts.append(F.adaptive_avg_pool2d(image, pooled_size(rows, cols, budget)).flatten(2)[0].T)
     return torch.cat(parts).to(features.dtype)
+
+
+def select_all(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+    """Every candidate (the reference baseline; paper fidelity takes the stock path instead)."""
+    out = []
+    for layout, features in zip(batch.layouts, batch.split(batch.features), strict=True):
+        kept = layout.candidates.to(features.device)
+        out.append(Selection(features.flatten(0, 1)[kept], kept))
+    return out
+
+
+def select_random(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+    out = []
+    for layout, features in zip(batch.layouts, batch.split(batch.features), strict=True):
+        positions = random_tokens(layout, budget_tokens(budget, layout.n_full), params["seed"])
+        kept = layout.candidates[positions].to(features.device)
+        out.append(Selection(features.flatten(0, 1)[kept], kept))
+    return out
+
+
+def select_pool(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+    return [
+        Selection(pool_tokens(layout, features, budget), None)
+        for layout, features in zip(batch.layouts, batch.split(batch.features), strict=True)
+    ]
+
+
+def pooled_count(layout: ImageLayout, budget: float | None, fidelity: str, params: dict) -> int:
+    base = pooled_size(layout.side, layout.side, budget)
+    canvas = pooled_size(*layout.canvas, budget) if layout.partitions > 1 else (0, 0)
+    return base[0] * base[1] + canvas[0] * canvas[1]
+
+
+NONE = Method(
+    name="none",
+    summary="all visual tokens (the baseline): stock LLaVA-Next; reference: all candidates, no newlines",
+    stage="vision",
+    reference="Liu et al., LLaVA-NeXT (2024); transformers' LlavaNextForConditionalGeneration",
+    select=select_all,  # reference fidelity only; paper fidelity takes the stock path
+    budgets={"paper": ("all",), "reference": ("all",)},
+    tokens=lambda layout, budget, fidelity, params: (
+        layout.stock_tokens if fidelity == "paper" else layout.n_full
+    ),
+)
+RANDOM = Method(
+    name="random",
+    summary="round(b * N_full) candidates drawn uniformly (seeded), stock order",
+    stage="vision",
+    reference="a baseline of this suite",
+    select=select_random,
+    params=(
+        Param("seed", int, Derived("the run's --seed", lambda shape, seed: seed), "generator seed", low=0),
+    ),
+)
+POOL = Method(
+    name="pool",
+    summary="average pooling of the base grid and the sub-image canvas to the nearest grid of b * tokens",
+    stage="vision",
+    reference="a baseline of this suite (spatial average pooling)",
+    select=select_pool,
+    budgets={"paper": ("nearest",)},
+    tokens=pooled_count,
+)

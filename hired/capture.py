@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hired.layout import ImageLayout
+from hired.spec import shape_of
 
 
 @dataclass
@@ -48,11 +49,7 @@ def vision_layers(model) -> torch.nn.ModuleList:
 
 def feature_layer_index(model) -> int:
     """Index into the encoder layers whose output feeds the projector (hidden_states[i + 1] = layers[i])."""
-    selected = model.config.vision_feature_layer
-    if not isinstance(selected, int):
-        raise ValueError("only a single vision_feature_layer is supported")
-    depth = len(vision_layers(model))
-    return depth + selected if selected < 0 else selected - 1
+    return shape_of(model.config).feature_layer
 
 
 def cls_attention(query_cls: torch.Tensor, keys: torch.Tensor, heads: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from hired.layout import ImageLayout
-from hired.methods import Selection
+from hired.spec import Selection
 
 KEPT_EDGE = "#ffd400"
 DROPPED = (0.0, 0.0, 0.0, 0.62)

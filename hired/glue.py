@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from hired.capture import encode_images, feature_layer_index, vision_layers
+from hired.capture import encode_images
 from hired.layout import ImageLayout, image_layout
-from hired.methods import Method, Selection, VisionShape
+from hired.spec import Method, Selection, VisionShape, shape_of
 
 
 def vision_shape(model) -> VisionShape:
-    return VisionShape(depth=len(vision_layers(model)), feature_layer=feature_layer_index(model))
+    return shape_of(model.config)
 
 
 @dataclass

@@ -11,7 +11,9 @@ import math
 
 import torch
 
+from hired.capture import VisionBatch
 from hired.layout import ImageLayout
+from hired.spec import Derived, Method, Param, Selection, budget_tokens, vision_layer
 
 
 def region_scores(base_attention: torch.Tensor, grid: tuple[int, int], side: int) -> torch.Tensor:
@@ -142,3 +144,52 @@ def select_hired_reference(
         if k:
             kept[part * n + torch.topk(final_scores[part].float(), k).indices] = True
     return candidates[kept[candidates]]
+
+
+def select(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+    """Per image: the kept projector inputs, in stock order (paper) or the released code's order."""
+    summed = {
+        layer: batch.split(batch.cls_attention(layer).sum(1))
+        for layer in {params["l_init"], params["l_final"]}
+    }
+    out = []
+    for i, (layout, features) in enumerate(zip(batch.layouts, batch.split(batch.features), strict=True)):
+        init, final = summed[params["l_init"]][i][0], summed[params["l_final"]][i]
+        if fidelity == "reference":
+            kept = select_hired_reference(layout, init, final, budget, params["alpha"])
+        else:
+            kept = layout.candidates.to(final.device)[
+                select_hired(layout, init, final, budget_tokens(budget, layout.n_full), params["alpha"])
+            ]
+        out.append(Selection(features.flatten(0, 1)[kept], kept))
+    return out
+
+
+def token_count(layout: ImageLayout, budget: float | None, fidelity: str, params: dict) -> int | None:
+    """Paper: exactly round(b * N_full). Reference: at most int(P * 576 * b) (un-padding drops some)."""
+    if fidelity == "reference":
+        return int(layout.partitions * layout.side**2 * budget)
+    return budget_tokens(budget, layout.n_full)
+
+
+METHOD = Method(
+    name="hired",
+    summary="budget split by the base image's layer-l_init CLS attention, tokens by layer-l_final's",
+    stage="vision",
+    reference="Arif et al., HiRED, AAAI 2025 (arXiv 2408.10945); code: github.com/hasanar1f/HiRED",
+    select=select,
+    budgets={"paper": ("exact",), "reference": ("released",)},
+    params=(
+        Param("alpha", float, 0.5, "share of the budget for the full image (partition 0)", low=0, high=1),
+        vision_layer("l_init", 0, "vision layer whose CLS attention splits the rest over the sub-images"),
+        vision_layer(
+            "l_final",
+            Derived(
+                "the projector's input layer (22 on CLIP ViT-L)", lambda shape, seed: shape.feature_layer
+            ),
+            "vision layer whose CLS attention picks the tokens in each partition",
+        ),
+    ),
+    layers=lambda params: {params["l_init"], params["l_final"]},
+    tokens=token_count,
+)

@@ -10,11 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers.models.llava_next.modeling_llava_next import (
-    get_anyres_image_grid_shape,
-    image_size_to_num_patches,
-    unpad_image,
-)
 
 
 @dataclass(frozen=True)
@@ -48,6 +43,13 @@ class ImageLayout:
 
 def image_layout(image_size: tuple[int, int], config) -> ImageLayout:
     """Layout of a (height, width) pixel image for a LlavaNextConfig, by transformers' own geometry."""
+    # imported here: transformers' modeling module takes seconds, and the registry must load fast
+    from transformers.models.llava_next.modeling_llava_next import (
+        get_anyres_image_grid_shape,
+        image_size_to_num_patches,
+        unpad_image,
+    )
+
     vision = config.vision_config
     side = vision.image_size // vision.patch_size
     n = side * side

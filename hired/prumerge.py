@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from hired.capture import VisionBatch
 from hired.layout import ImageLayout
-from hired.methods import Selection
+from hired.spec import Derived, Method, Param, Selection, vision_layer
 
 NEIGHBOURS = 32
 REFERENCE_LAST_INDEX = 575  # the released PruMerge+ samples arange(0, 575, stride): token 575 never
@@ -214,3 +214,37 @@ def _assemble(layout, kept_idx, kept_count, emit, merged, summary, reference: bo
     order = position[sub_flat].argsort()
     parts = [tokens[0], summaries[0], torch.cat(tokens[1:])[order], *summaries[1:]]
     return Selection(torch.cat(parts), torch.cat([flat[0], sub_flat[order]]))
+
+
+def _method(name: str, plus: bool, summary: str) -> Method:
+    def select(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+        return select_prumerge(batch, budget, fidelity, params, plus)
+
+    return Method(
+        name=name,
+        summary=summary,
+        stage="vision",
+        reference="Shang et al., LLaVA-PruMerge (arXiv 2403.15388); code: github.com/42Shawn/LLaVA-PruMerge",
+        select=select,
+        budgets={"paper": ("exact", "adaptive"), "reference": ("adaptive",)},
+        params=(
+            vision_layer(
+                "layer",
+                Derived("the last vision layer (23 on CLIP ViT-L)", lambda shape, seed: shape.depth - 1),
+                "vision layer whose full-width CLS attention ranks the tokens",
+            ),
+            Param("neighbours", int, NEIGHBOURS, "key-similar tokens merged into each kept token", low=1),
+        ),
+        layers=lambda params: {params["layer"]},
+    )
+
+
+PRUMERGE = _method(
+    "prumerge",
+    plus=False,
+    summary="outlier (or top) tokens by last-layer CLS attention, merged with their 32 nearest keys, "
+    "plus a summary token",
+)
+PRUMERGE_PLUS = _method(
+    "prumerge+", plus=True, summary="PruMerge plus spatially uniform tokens before the merge"
+)
