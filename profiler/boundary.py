@@ -54,18 +54,15 @@ def search_boundary(fits: Callable[[int], bool | None], limit: int = 512) -> Bou
     return result
 
 
-def find_boundaries(
-    runner, points: list, sizes, new_tokens: int, max_batch: int, output, cap_gib, status
-) -> list[dict]:
-    """Search each planned point's boundary on a loaded model; every probe and result is recorded."""
+def find_boundaries(runner, points: list, max_batch: int, output, cap_gib, status) -> list[dict]:
+    """Search each planned point's boundary on a loaded model (the point's batch size is what varies);
+    every probe and result is recorded."""
     import torch
 
     from profiler.memory import GIB
     from profiler.memory_model import CUDA_CONTEXT_GIB, largest_batch, point_peak
     from profiler.records import append_record, make_record
-    from profiler.runner import Workload
-    from workloads.images import synthetic_images
-    from workloads.presets import DEFAULT_PROMPT as prompt
+    from workloads.plan import build_workload, with_batch
 
     lm = runner.lm
     memory_gib = None
@@ -73,27 +70,24 @@ def find_boundaries(
         memory_gib = (
             cap_gib or torch.cuda.get_device_properties(lm.device).total_memory / GIB - CUDA_CONTEXT_GIB
         )
-    text = len(lm.prompt_ids(prompt)) - 1
     dtype = str(lm.dtype).removeprefix("torch.")
     rows = []
     for point in points:
 
         def fits(batch: int, point=point) -> bool | None:
             status(f"{point.method} @ {point.label}: batch {batch}")
-            workload = Workload(synthetic_images(sizes, batch, runner.seed), prompt, new_tokens)
-            record = runner.measure(workload, point)
+            record = runner.measure_point(with_batch(point, batch))
             record["config"]["boundary_search"] = True
             append_record(output, record)
             return {"ok": True, "oom": False}.get(record["status"])
 
         found = search_boundary(fits, max_batch)
         predicted = None
-        if memory_gib is not None:
-            peak = point_peak(
-                lm.model.config, dtype, text, sizes, point.method, point.budget, point.fidelity, new_tokens
-            )
+        if memory_gib is not None and point.image_sizes is not None:
+            text = len(lm.prompt_ids(point.prompt)) - 1
+            peak = point_peak(lm.model.config, dtype, text, point, runner.seed)
             predicted = None if peak is None else largest_batch(peak, memory_gib)
-        config = runner.config(Workload(synthetic_images(sizes, 1, runner.seed), prompt, new_tokens), point)
+        config = runner.config(build_workload(with_batch(point, 1)), point)
         config["batch_size"] = None
         row = {
             "method": point.method,

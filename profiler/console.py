@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
+
 from rich.markup import escape
 from rich.table import Table
 
 from profiler.metrics import peak_memory_gib
+
+
+def varying_params(records: list[dict]) -> list[str]:
+    """Per record, 'alpha=0.3 ...' for each method parameter whose value differs among the records of
+    its method (so two points of one method are told apart), else ''."""
+    values: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for r in records:
+        for name, value in (r["config"].get("method_params") or {}).items():
+            values[r["config"]["method"]][name].add(json.dumps(value))
+    return [
+        " ".join(
+            f"{name}={json.dumps((r['config'].get('method_params') or {}).get(name))}"
+            for name, seen in sorted(values[r["config"]["method"]].items())
+            if len(seen) > 1
+        )
+        for r in records
+    ]
 
 
 def _median(metrics: dict, name: str) -> float | None:
@@ -56,9 +76,13 @@ def results_table(records: list[dict], title: str) -> Table:
         ("memory\n× base", "right"),
     ]:
         table.add_column(name, justify=justify)
-    for r in records:
+    for r, params in zip(records, varying_params(records), strict=True):
         cfg = r["config"]
-        label = cfg["method"] + (" (baseline)" if cfg["method"] == "none" else "")
+        label = (
+            cfg["method"]
+            + (" (baseline)" if cfg["method"] == "none" else "")
+            + (f" {params}" if params else "")
+        )
         if cfg.get("fidelity") == "reference":
             label += " (reference)"
         budget = cfg["budget"] if isinstance(cfg["budget"], str) else f"{cfg['budget']:.0%}"

@@ -192,6 +192,13 @@ def apply_memory_cap(device: torch.device, cap_gib: float) -> float:
     The cap binds PyTorch's caching allocator (weights, activations, KV cache); the CUDA context
     (about 0.5 GiB) is outside it, as it is outside a real card's free memory after start-up.
     """
+    fraction = memory_cap_fraction(device, cap_gib)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
+
+
+def memory_cap_fraction(device: torch.device, cap_gib: float) -> float:
+    """The share of this card a cap of cap_gib is; ValueError where a cap makes no sense."""
     if device.type != "cuda":
         raise ValueError("--memory-cap emulates a smaller GPU and needs a CUDA device")
     total_gib = torch.cuda.get_device_properties(device).total_memory / GIB
@@ -199,6 +206,4 @@ def apply_memory_cap(device: torch.device, cap_gib: float) -> float:
         raise ValueError(
             f"--memory-cap {cap_gib:.2f} GiB must be above 0 and at most this card's {total_gib:.2f} GiB"
         )
-    fraction = cap_gib / total_gib
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
-    return fraction
+    return cap_gib / total_gib

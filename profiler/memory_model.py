@@ -104,16 +104,18 @@ def largest_batch(peak_of_batch, memory_gib: float, limit: int = 4096) -> int:
     return search_boundary(lambda batch: peak_of_batch(batch) <= memory_gib, limit).largest_fitting
 
 
-def point_peak(
-    config, dtype: str, text_tokens: int, sizes, method: str, budget, fidelity: str, new_tokens: int
-):
-    """batch -> predicted peak GiB of a point (images cycle through `sizes`, (width, height)); None when the
-    token count depends on the weights (adaptive methods)."""
+def point_peak(config, dtype: str, text_tokens: int, point, seed: int = 0):
+    """batch -> predicted peak GiB of a planned point (images cycle through its sizes, (width, height));
+    None when the token count depends on the weights (adaptive methods)."""
     from hired.layout import image_layout
-    from hired.methods import expected_tokens
+    from hired.methods import METHODS, expected_tokens
+    from hired.spec import method_params, shape_of
 
-    layouts = [image_layout((h, w), config) for w, h in sizes]
-    tokens = [expected_tokens(method, budget, fidelity, layout) for layout in layouts]
+    params = method_params(METHODS[point.method], shape_of(config), point.params, seed)
+    layouts = [image_layout((h, w), config) for w, h in point.image_sizes]
+    tokens = [
+        expected_tokens(point.method, point.budget, point.fidelity, layout, params) for layout in layouts
+    ]
     if any(t is None for t in tokens):
         return None
     shape = model_shape(config)
@@ -122,33 +124,32 @@ def point_peak(
         chosen = [i % len(layouts) for i in range(batch)]
         prompt = [text_tokens + tokens[i] for i in chosen]
         partitions = sum(layouts[i].partitions for i in chosen)
-        return predict_peak_gib(shape, dtype, prompt, new_tokens, partitions)["peak_gib"]
+        return predict_peak_gib(shape, dtype, prompt, point.new_tokens, partitions)["peak_gib"]
 
     peak.tokens_per_image = tokens[0]
     return peak
 
 
-def predictions(
-    model: str, dtype: str, plan, fidelity: str, sizes, new_tokens: int, prompt: str, memory_gib: float
-):
-    """Rows for `hired-bench predict`: per (method, budget), peaks at batch 1, 2, 4, 8 and the largest."""
+def predictions(points: list, dtype: str, memory_gib: float) -> list[dict]:
+    """Rows for `hired-bench predict`: per planned point, peaks at batch 1, 2, 4, 8 and the largest batch."""
     from workloads.models import model_config, prompt_text_tokens
 
-    config = model_config(model)
-    text = prompt_text_tokens(model, prompt)
     rows = []
-    for method, budget in plan:
-        peak = point_peak(config, dtype, text, sizes, method, budget, fidelity, new_tokens)
+    for point in points:
+        config = model_config(point.model)
+        text = prompt_text_tokens(point.model, point.prompt)
+        peak = point_peak(config, dtype, text, point, point.seed)
         rows.append(
             {
-                "model": model,
+                "model": point.model,
                 "dtype": dtype,
-                "method": method,
-                "budget": "adaptive" if budget is None else budget,
-                "budget_label": "adaptive" if budget is None else f"{budget:.0%}",
-                "fidelity": fidelity,
-                "image_sizes": [list(s) for s in sizes],
-                "new_tokens": new_tokens,
+                "method": point.method,
+                "budget": "adaptive" if point.budget is None else point.budget,
+                "budget_label": point.label,
+                "fidelity": point.fidelity,
+                "method_params": point.params,
+                "image_sizes": [list(s) for s in point.image_sizes],
+                "new_tokens": point.new_tokens,
                 "memory_gib": memory_gib,
                 "tokens_per_image": None if peak is None else peak.tokens_per_image,
                 "peak_gib_by_batch": None if peak is None else {str(b): peak(b) for b in (1, 2, 4, 8)},

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from PIL import Image
 from transformers import LogitsProcessorList
 
-from hired.glue import PreparedBatch, pad_id, prepare_batch
-from hired.methods import METHODS
+from hired.glue import PreparedBatch, pad_id, prepare_batch, vision_shape
+from hired.methods import METHODS, method_params
 from profiler.memory import Nvml, SamplerProcess, SamplerReading, gib, reset_torch_peak, torch_peak_gib
 from profiler.metrics import PHASES, request_metrics
 from profiler.records import error_message, make_record
 from profiler.stats import coefficient_of_variation, summarize
 from profiler.timing import StepClock, Timeline
 from workloads.models import LoadedModel
+from workloads.plan import Point, Workload, build_workload
+
+__all__ = ["Point", "Runner", "Workload", "run_request"]
 
 SCALAR_METRICS = (
     "ttft_s",
@@ -32,30 +34,6 @@ SCALAR_METRICS = (
     "e2e_tokens_per_s",
     "prefill_tokens_per_s",
 )
-
-
-@dataclass
-class Workload:
-    images: list[Image.Image]
-    prompt: str
-    new_tokens: int
-    image_source: str = "synthetic"
-
-    @property
-    def batch_size(self) -> int:
-        return len(self.images)
-
-
-@dataclass
-class Point:
-    method: str
-    budget: float | None  # None: the method's adaptive count
-    params: dict = field(default_factory=dict)
-    fidelity: str = "paper"
-
-    @property
-    def label(self) -> str:
-        return "adaptive" if self.budget is None else f"{self.budget:.0%}"
 
 
 @dataclass
@@ -149,6 +127,7 @@ class Runner:
         )
 
     def config(self, workload: Workload, point: Point) -> dict:
+        """The record's config: what was measured, resolved (model name, dtype, device, parameters)."""
         return {
             "model": self.lm.name,
             "weights": self.lm.weights,
@@ -168,12 +147,22 @@ class Runner:
             "repeats": self.repeats,
             "memory_cap_gib": self.memory_cap_gib,
             "seed": self.seed,
+            "point_key": point.key,
         }
+
+    def measure_point(self, point: Point) -> dict:
+        """A planned point: its own inputs, warm-up, repeats and seed; always returns a record."""
+        self.warmup, self.repeats, self.seed = point.warmup, point.repeats, point.seed
+        return self.measure(build_workload(point), point)
 
     def measure(self, workload: Workload, point: Point) -> dict:
         """Warm-up, then measured repeats; always returns a record (status ok, oom or error)."""
         config = self.config(workload, point)
         try:
+            shape = vision_shape(self.lm.model)
+            params = method_params(METHODS[point.method], shape, point.params, self.seed)
+            point = replace(point, params=params)
+            config["method_params"] = params
             torch.manual_seed(self.seed)
             for _ in range(self.warmup):
                 run_request(self.lm, workload, point)

@@ -1,5 +1,6 @@
-"""Running a sweep: one model load per model group, each point recorded as soon as it is measured,
-failures recorded and passed over, --resume running exactly the points that have no record.
+"""Measuring planned points (a sweep, or `run`'s): one model load per model group, each point
+recorded as soon as it is measured, failures recorded and passed over, --resume running exactly
+the points that have no record.
 
 Also the entry point of an isolated point (`--isolate`): python -m profiler.sweep --point JSON ...
 """
@@ -18,7 +19,7 @@ from itertools import groupby
 from pathlib import Path
 
 from profiler.records import append_record, error_message, make_record, read_records
-from workloads.sweep import SweepPoint
+from workloads.plan import Point
 
 
 def repair_tail(path: Path) -> int:
@@ -37,7 +38,7 @@ def repair_tail(path: Path) -> int:
         return len(data) - keep
 
 
-def pending_points(points: list[SweepPoint], output: Path, resume: bool) -> list[SweepPoint]:
+def pending_points(points: list[Point], output: Path, resume: bool) -> list[Point]:
     """The points still to measure: all of them, or with --resume those without a record in `output`."""
     if not resume or not output.exists():
         return list(points)
@@ -45,9 +46,9 @@ def pending_points(points: list[SweepPoint], output: Path, resume: bool) -> list
     return [p for p in points if p.key not in done]
 
 
-def planned_config(point: SweepPoint, sweep: str) -> dict:
+def planned_config(point: Point, sweep: str | None) -> dict:
     """A record's config for a point that never reached a model (a failed load, a dead process)."""
-    return {
+    config = {
         "model": point.model,
         "weights": point.weights,
         "dtype": point.dtype,
@@ -57,8 +58,8 @@ def planned_config(point: SweepPoint, sweep: str) -> dict:
         "fidelity": point.fidelity,
         "method_params": point.params,
         "batch_size": point.batch_size,
-        "image_sizes": [list(s) for s in point.image_sizes],
-        "image_source": "synthetic",
+        "image_sizes": None if point.image_sizes is None else [list(s) for s in point.image_sizes],
+        "image_source": point.images or "synthetic",
         "prompt": point.prompt,
         "prompt_tokens": None,
         "new_tokens": point.new_tokens,
@@ -67,42 +68,41 @@ def planned_config(point: SweepPoint, sweep: str) -> dict:
         "memory_cap_gib": None,
         "seed": point.seed,
         "point_key": point.key,
-        "sweep": sweep,
     }
+    return config if sweep is None else {**config, "sweep": sweep}
 
 
-def _cap_gib(point: SweepPoint) -> float | None:
+def _cap_gib(point: Point) -> float | None:
     from profiler.memory import parse_gib
 
     return None if point.memory_cap is None else parse_gib(point.memory_cap)
 
 
-def measure_point(runner, point: SweepPoint, sweep: str) -> dict:
-    """One point on a loaded model, as a record tagged with the point's key."""
-    from hired.glue import vision_shape
-    from hired.methods import METHODS, method_params
-    from profiler.runner import Point, Workload
-    from workloads.images import synthetic_images
-
-    runner.warmup, runner.repeats, runner.seed = point.warmup, point.repeats, point.seed
-    images = synthetic_images(list(point.image_sizes), point.batch_size, point.seed)
-    workload = Workload(images, point.prompt, point.new_tokens, "synthetic")
-    params = method_params(METHODS[point.method], vision_shape(runner.lm.model), point.params)
-    record = runner.measure(workload, Point(point.method, point.budget, params, point.fidelity))
-    record["config"].update(point_key=point.key, sweep=sweep)
+def measure_point(runner, point: Point, sweep: str | None) -> dict:
+    """One point on a loaded model, as a record tagged with the point's key (and the sweep's name)."""
+    record = runner.measure_point(point)
+    if sweep is not None:
+        record["config"]["sweep"] = sweep
     return record
 
 
 def run_points(
-    points: list[SweepPoint],
+    points: list[Point],
     output: Path,
-    sweep: str,
+    sweep: str | None,
     run_id: str,
     isolate: bool = False,
-    on_point: Callable[[SweepPoint], None] = lambda p: None,
+    on_point: Callable[[Point], None] = lambda p: None,
     on_request: Callable[[], None] = lambda: None,
+    on_model: Callable[[object], None] = lambda runner: None,
+    on_load: Callable[[Point], None] = lambda point: None,
+    **runner_options,
 ) -> Iterator[dict]:
-    """Measure points in order, appending each record before yielding it."""
+    """Measure points in order, appending each record before yielding it.
+
+    runner_options go to profiler.session.open_runner (save_outputs, torch_trace); on_load is told
+    before a model is built, on_model gets each runner once it is.
+    """
     for _, group in groupby(points, key=lambda p: p.model_group):
         group = list(group)
         if isolate:
@@ -111,6 +111,7 @@ def run_points(
                 yield run_isolated(point, output, sweep, run_id)
             continue
         first = group[0]
+        on_load(first)
         try:
             from profiler.session import open_runner
 
@@ -124,10 +125,9 @@ def run_points(
                 warmup=first.warmup,
                 repeats=first.repeats,
                 memory_cap_gib=_cap_gib(first),
+                **runner_options,
             )
-        except (
-            Exception
-        ) as exc:  # the model does not load (too big for the cap, not found): every point says so
+        except Exception as exc:  # the model did not load (over the cap, not found): every point says so
             status = "oom" if "out of memory" in str(exc).lower() else "error"
             for point in group:
                 on_point(point)
@@ -139,6 +139,7 @@ def run_points(
             continue
         runner.on_request = on_request
         with closing(runner):
+            on_model(runner)
             for point in group:
                 on_point(point)
                 record = measure_point(runner, point, sweep)
@@ -146,7 +147,7 @@ def run_points(
                 yield record
 
 
-def run_isolated(point: SweepPoint, output: Path, sweep: str, run_id: str) -> dict:
+def run_isolated(point: Point, output: Path, sweep: str | None, run_id: str) -> dict:
     """The point in a process of its own (full isolation: allocator, CUDA context, crashes)."""
     command = [
         sys.executable,
@@ -157,7 +158,7 @@ def run_isolated(point: SweepPoint, output: Path, sweep: str, run_id: str) -> di
         "--output",
         str(output),
         "--sweep",
-        sweep,
+        sweep or "",
         "--run-id",
         run_id,
     ]
@@ -182,9 +183,10 @@ def _main() -> int:
     parser.add_argument("--run-id", required=True)
     args = parser.parse_args()
     spec = json.loads(args.point)
-    spec["image_sizes"] = tuple(tuple(s) for s in spec["image_sizes"])
-    point = SweepPoint(**spec)
-    for _ in run_points([point], args.output, args.sweep, args.run_id):
+    if spec["image_sizes"] is not None:
+        spec["image_sizes"] = tuple(tuple(s) for s in spec["image_sizes"])
+    point = Point(**spec)
+    for _ in run_points([point], args.output, args.sweep or None, args.run_id):
         pass
     return 0
 

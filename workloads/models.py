@@ -11,7 +11,7 @@ from transformers import AutoTokenizer, LlavaNextConfig, LlavaNextForConditional
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 from workloads.errors import InputError
-from workloads.presets import CLIP_336_PROCESSOR, PRESETS, VICUNA_TEMPLATE, WEIGHTS
+from workloads.presets import CLIP_336_PROCESSOR, PRESETS, VICUNA_TEMPLATE, WEIGHTS, Preset
 from workloads.text import offline_tokenizer
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -85,29 +85,47 @@ def find_pretrained(name: str) -> Path | None:
     return path if (path / "config.json").is_file() and has_weights else None
 
 
-def load_model(model: str, weights: str, dtype: str, device: str, seed: int = 0) -> LoadedModel:
-    """Build or load the model named by `model` (see `hired-bench run --help`) on `device`."""
+def locate(name: str, weights: str) -> tuple[Preset | None, Path | None]:
+    """(preset or None, folder of pretrained weights or None) for a resolved model name; InputError
+    when it cannot be built here. Reads no weights and builds nothing."""
     if weights not in WEIGHTS:
         raise InputError(f"unknown weights {weights!r} (use {', '.join(WEIGHTS)})")
+    preset = PRESETS.get(name)
+    lookup = preset.hf_id if preset else name
+    source = find_pretrained(lookup) if weights != "random" and lookup else None
+    if preset is None and source is None:
+        try:
+            if weights != "random":
+                raise InputError("no weights")
+            _cached_config(name)
+        except InputError:
+            raise InputError(
+                f"unknown model {name!r}: not a preset ({', '.join(PRESETS)}), nor a local folder or cached "
+                "Hugging Face id with weights (downloads are off)"
+            ) from None
+    if weights == "pretrained" and source is None:
+        where = preset.hf_id if preset and preset.hf_id else name
+        raise InputError(f"--weights pretrained: no local weights for {name} (looked for {where})")
+    return preset, source
+
+
+def check_model(model: str, weights: str, dtype: str, device: str) -> None:
+    """Everything load_model would refuse (device, dtype, name, weights), without building anything."""
+    dev = resolve_device(device)
+    resolve_dtype(dtype, dev)
+    locate(resolve_model_name(model, dev), weights)
+
+
+def load_model(model: str, weights: str, dtype: str, device: str, seed: int = 0) -> LoadedModel:
+    """Build or load the model named by `model` (see `hired-bench run --help`) on `device`."""
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     name = resolve_model_name(model, dev)
+    preset, source = locate(name, weights)
     notes = []
     if model == "auto":
         where = "a GPU" if dev.type == "cuda" else "no GPU found, CPU"
         notes.append(f"model auto -> {name} ({where})")
-    preset = PRESETS.get(name)
-    lookup = preset.hf_id if preset else name
-    source = find_pretrained(lookup) if weights != "random" and lookup else None
-    if preset is None and source is None and weights != "random":
-        presets = ", ".join(PRESETS)
-        raise InputError(
-            f"unknown model {name!r}: not a preset ({presets}), nor a local folder or cached Hugging Face id "
-            "with weights (downloads are off)"
-        )
-    if weights == "pretrained" and source is None:
-        where = preset.hf_id if preset and preset.hf_id else name
-        raise InputError(f"--weights pretrained: no local weights for {name} (looked for {where})")
     if source is not None:
         loaded = _load_pretrained(name, source, torch_dtype, dev, preset)
     else:
@@ -167,18 +185,3 @@ def prompt_text_tokens(name: str, prompt: str) -> int:
         tokenizer = offline_tokenizer(model_config(name))
     template = preset.template if preset else VICUNA_TEMPLATE
     return len(tokenizer(template.replace("{prompt}", prompt))["input_ids"]) - 1
-
-
-def model_problem(name: str, weights: str) -> str | None:
-    """Why `name` cannot be built here (None when it can), without loading anything."""
-    if name == "auto" or name in PRESETS:
-        return None
-    if find_pretrained(name) is not None:
-        return None
-    if weights == "random":
-        try:
-            _cached_config(name)
-            return None
-        except InputError:
-            pass
-    return f"unknown model {name!r}: not a preset ({', '.join(PRESETS)}), nor a local folder or cached id"

@@ -8,23 +8,23 @@
     [[methods]]
     name = "hired"
     budgets = [0.1, 0.2, 0.4]          # or "adaptive" for prumerge / prumerge+
-    alpha = 0.5                         # any of the method's parameters
+    alpha = 0.5                         # any of the method's parameters; a list is an axis of the grid
 
 Optional top-level keys: weights, dtype, device, fidelity, prompt, warmup, repeats, seed,
-memory_cap, output. The baseline (`none`) is measured whether listed or not.
+memory_cap, output. The baseline (`none`) is measured whether listed or not; `name = "all"` is every
+method defined at the budgets. Identical points are planned once.
 """
 
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from workloads.errors import InputError
 from workloads.images import parse_size
+from workloads.plan import Inputs, MethodEntry, Point, expand, plan_points
 from workloads.presets import DEFAULT_PROMPT
 
 if sys.version_info >= (3, 11):
@@ -51,40 +51,7 @@ TOP_KEYS = {
     "methods": list,
 }
 REQUIRED = ("models", "batch_sizes", "methods")
-METHOD_KEYS = {"name", "budgets", "fidelity", "alpha", "l_init", "l_final", "layer", "neighbours"}
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    """One point of a sweep, as written (auto values unresolved), which makes its key stable."""
-
-    model: str
-    weights: str
-    dtype: str
-    device: str
-    memory_cap: str | None
-    method: str
-    budget: float | None  # None: adaptive
-    fidelity: str
-    params: dict = field(hash=False)
-    batch_size: int = 1
-    image_sizes: tuple[tuple[int, int], ...] = ((600, 600),)
-    new_tokens: int = 15
-    prompt: str = DEFAULT_PROMPT
-    warmup: int = 2
-    repeats: int = 5
-    seed: int = 0
-
-    @property
-    def key(self) -> str:
-        """Stable identity of the point: what --resume matches records against."""
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-    @property
-    def model_group(self) -> tuple:
-        """Points with the same group share one loaded model."""
-        return (self.model, self.weights, self.dtype, self.device, self.memory_cap)
+ENTRY_KEYS = {"name", "budgets", "fidelity"}  # plus the method's own parameters (hired.spec)
 
 
 @dataclass
@@ -92,7 +59,8 @@ class Sweep:
     name: str
     description: str
     output: Path
-    points: list[SweepPoint]
+    points: list[Point]
+    duplicates: int = 0  # identical points the file asks for more than once (measured once)
 
 
 def _fail(source: str, key: str, message: str) -> InputError:
@@ -140,9 +108,51 @@ def _image_sizes(source: str, values) -> list[tuple[tuple[int, int], ...]]:
     return out
 
 
+def _entry(source: str, i: int, entry) -> MethodEntry:
+    """One [[methods]] table: name, budgets, fidelity and any of the method's declared parameters."""
+    from hired.methods import METHODS
+
+    where = f"methods[{i}]"
+    if not isinstance(entry, dict):
+        raise _fail(source, where, "each method is a table ([[methods]] with name = ...)")
+    name = entry.get("name")
+    if name != "all" and name not in METHODS:
+        raise _fail(source, f"{where}.name", f"unknown method {name!r} ({', '.join(METHODS)}, all)")
+    chosen = list(METHODS.values()) if name == "all" else [METHODS[name]]
+    declared = {p.name for m in chosen for p in m.params}
+    for key in entry:
+        if key in ENTRY_KEYS or key in declared:
+            continue
+        if any(key in {p.name for p in m.params} for m in METHODS.values()):  # another method's parameter
+            raise _fail(source, f"{where}.{key}", f"{name} takes no such parameter; {chosen[0].signature()}")
+        _unknown(source, f"{where}.", [key], ENTRY_KEYS | declared)
+    fidelity = entry.get("fidelity", "paper")
+    budgets = _budgets(source, f"{where}.budgets", entry.get("budgets", []))
+    if not budgets and name != "none":
+        raise _fail(source, f"{where}.budgets", f"{name} needs at least one budget")
+    params = {}
+    for key in sorted(set(entry) - ENTRY_KEYS):
+        values = entry[key] if isinstance(entry[key], list) else [entry[key]]  # a list is an axis of the grid
+        if not values:
+            raise _fail(source, f"{where}.{key}", "an empty list of values")
+        try:
+            for method in chosen:
+                if key in {p.name for p in method.params}:
+                    [method.param(key).check(v, None) for v in values]
+        except ValueError as exc:
+            raise _fail(source, f"{where}.{key}", str(exc)) from None
+        params[key] = tuple(values)
+    result = MethodEntry(name, tuple(budgets), fidelity, params)
+    try:
+        expand(result)
+    except ValueError as exc:
+        raise _fail(source, where, str(exc)) from None
+    return result
+
+
 def load_sweep(path: Path) -> Sweep:
     """Read and check a sweep file; every problem is an InputError naming the file and key."""
-    from hired.methods import FIDELITIES, METHODS, VisionShape, check_point
+    from hired.spec import FIDELITIES
 
     source = path.name
     try:
@@ -170,69 +180,24 @@ def load_sweep(path: Path) -> Sweep:
     fidelity = data.get("fidelity", "paper")
     if fidelity not in FIDELITIES:
         raise _fail(source, "fidelity", f"must be one of {', '.join(FIDELITIES)}, got {fidelity!r}")
-
-    grid = [("none", 1.0, fidelity, {})]  # the baseline is always measured
-    for i, entry in enumerate(data["methods"]):
-        if not isinstance(entry, dict):
-            raise _fail(source, f"methods[{i}]", "each method is a table ([[methods]] with name = ...)")
-        _unknown(source, f"methods[{i}].", entry, METHOD_KEYS)
-        if entry.get("name") not in METHODS:
-            raise _fail(
-                source, f"methods[{i}].name", f"unknown method {entry.get('name')!r} ({', '.join(METHODS)})"
-            )
-    for i, entry in enumerate(data["methods"]):
-        name = entry["name"]
-        if name == "none":
-            continue
-        method_fidelity = entry.get("fidelity", fidelity)
-        budgets = _budgets(source, f"methods[{i}].budgets", entry.get("budgets", []))
-        if not budgets:
-            raise _fail(source, f"methods[{i}].budgets", f"{name} needs at least one budget")
-        params = {k: v for k, v in entry.items() if k not in ("name", "budgets", "fidelity")}
-        known = METHODS[name].defaults(VisionShape(depth=24, feature_layer=22))
-        for key in params:
-            if key not in known:
-                raise _fail(
-                    source,
-                    f"methods[{i}].{key}",
-                    f"{name} takes no such parameter ({', '.join(known) or 'none'})",
-                )
-        for b in budgets:
-            try:
-                check_point(METHODS[name], b, method_fidelity)
-            except ValueError as exc:
-                raise _fail(source, f"methods[{i}]", str(exc)) from None
-        grid += [(name, b, method_fidelity, params) for b in budgets]
-
-    common = {
-        "weights": data.get("weights", "auto"),
-        "dtype": data.get("dtype", "auto"),
-        "device": data.get("device", "auto"),
-        "memory_cap": data.get("memory_cap"),
-        "prompt": data.get("prompt", DEFAULT_PROMPT),
-        "warmup": data.get("warmup", 2),
-        "repeats": data.get("repeats", 5),
-        "seed": data.get("seed", 0),
-    }
-    # order: one model at a time (built once); within it workload by workload, batch sizes ascending
-    # (memory grows monotonically), every method at a batch size before the next size
-    points = [
-        SweepPoint(
-            model=model,
-            method=name,
-            budget=budget,
-            fidelity=fid,
-            params=params,
-            batch_size=batch,
-            image_sizes=sizes,
-            new_tokens=tokens,
-            **common,
-        )
-        for model in models
-        for tokens in new_tokens
-        for sizes in image_sizes
-        for batch in batch_sizes
-        for name, budget, fid, params in grid
+    entries = [
+        _entry(source, i, {"fidelity": fidelity, **entry} if isinstance(entry, dict) else entry)
+        for i, entry in enumerate(data["methods"])
     ]
+    prompt = data.get("prompt", DEFAULT_PROMPT)
+    plan = plan_points(
+        entries,
+        models=models,
+        inputs=[Inputs(sizes, None, tokens, prompt) for tokens in new_tokens for sizes in image_sizes],
+        batch_sizes=batch_sizes,
+        fidelity=fidelity,
+        weights=data.get("weights", "auto"),
+        dtype=data.get("dtype", "auto"),
+        device=data.get("device", "auto"),
+        memory_cap=data.get("memory_cap"),
+        warmup=data.get("warmup", 2),
+        repeats=data.get("repeats", 5),
+        seed=data.get("seed", 0),
+    )
     output = Path(data.get("output", f"results/{path.stem}.jsonl"))
-    return Sweep(path.stem, data.get("description", ""), output, points)
+    return Sweep(path.stem, data.get("description", ""), output, plan.points, plan.duplicates)

@@ -1,0 +1,232 @@
+"""One planner for every command: models x workloads x batch sizes x methods x budgets x parameters
+-> ordered, de-duplicated points, each with a stable key.
+
+`run`, `sweep`, `oom-boundary`, `predict` and `show-selection` all plan through `plan_points`, so a
+point means the same everywhere and `--resume` can match any results file by key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from itertools import product
+from pathlib import Path
+
+from PIL import Image
+
+from workloads.presets import DEFAULT_PROMPT
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured point, as asked (auto values and default parameters unresolved, so its key is stable)."""
+
+    method: str
+    budget: float | None = 1.0  # None: the method's adaptive count
+    params: dict = field(default_factory=dict, hash=False)  # as asked; defaults fill in on the model
+    fidelity: str = "paper"
+    model: str = "auto"
+    weights: str = "auto"
+    dtype: str = "auto"
+    device: str = "auto"
+    memory_cap: str | None = None
+    batch_size: int = 1
+    image_sizes: tuple[tuple[int, int], ...] | None = ((600, 600),)  # (width, height), cycled over the batch
+    images: str | None = None  # a folder of pictures instead of synthetic ones
+    new_tokens: int = 15
+    prompt: str = DEFAULT_PROMPT
+    warmup: int = 2
+    repeats: int = 5
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        return "adaptive" if self.budget is None else f"{self.budget:.0%}"
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the point: what --resume matches records against.
+
+        Fields added after the first release are left out at their default, so older files still match.
+        """
+        fields = asdict(self)
+        if fields["images"] is None:
+            del fields["images"]
+        text = json.dumps(fields, sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    @property
+    def model_group(self) -> tuple:
+        """Points with the same group share one loaded model."""
+        return (self.model, self.weights, self.dtype, self.device, self.memory_cap)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """What to measure: a method (or "all"), its budgets, fidelity and parameter values (a grid)."""
+
+    name: str
+    budgets: tuple[float | None, ...]
+    fidelity: str = "paper"
+    params: dict[str, tuple] = field(default_factory=dict, hash=False)  # name -> values
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What each request is asked: images (synthetic sizes or a folder), prompt, new tokens."""
+
+    image_sizes: tuple[tuple[int, int], ...] | None = ((600, 600),)
+    images: str | None = None
+    new_tokens: int = 15
+    prompt: str = DEFAULT_PROMPT
+
+
+@dataclass
+class Plan:
+    points: list[Point]
+    duplicates: int = 0  # identical points asked more than once, measured once
+
+
+def _defined(method, budget: float | None, fidelity: str) -> bool:
+    from hired.spec import check_point
+
+    try:
+        check_point(method, budget, fidelity)
+    except ValueError:
+        return False
+    return True
+
+
+def expand(entry: MethodEntry) -> list[tuple[str, float | None, str, dict]]:
+    """(method, budget, fidelity, params) for every budget and parameter combination of an entry.
+
+    "all" means every method defined at that budget and fidelity, each with the given parameters it
+    declares. Raises ValueError for anything a method does not define.
+    """
+    from hired.methods import METHODS
+    from hired.spec import FIDELITIES, check_point
+
+    if entry.fidelity not in FIDELITIES:
+        raise ValueError(f"unknown fidelity {entry.fidelity!r} (use {', '.join(FIDELITIES)})")
+    if entry.name != "all" and entry.name not in METHODS:
+        raise ValueError(f"unknown method {entry.name!r} (choose from {', '.join(METHODS)}, all)")
+    names = [n for n in METHODS if n != "none"] if entry.name == "all" else [entry.name]
+    out, taken = [], set()
+    for budget in entry.budgets:
+        for name in names:
+            method = METHODS[name]
+            if entry.name == "all" and not _defined(method, budget, entry.fidelity):
+                continue
+            check_point(method, budget, entry.fidelity)
+            declared = {p.name for p in method.params}
+            given = {k: v for k, v in entry.params.items() if entry.name != "all" or k in declared}
+            taken |= set(given)
+            specs = {k: method.param(k) for k in given}  # an undeclared name: refused, naming the method's
+            try:
+                axes = {k: [specs[k].check(v, None) for v in values] for k, values in given.items()}
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            if name == "none":
+                continue  # the baseline is planned once per batch, whatever the entries say
+            for combo in product(*axes.values()):
+                out.append((name, budget, entry.fidelity, dict(zip(axes, combo, strict=True))))
+    if entry.name == "all":
+        if not any(name != "none" for name, *_ in out) and entry.budgets:
+            budgets = ", ".join("adaptive" if b is None else f"{b:g}" for b in entry.budgets)
+            raise ValueError(f"no method is defined for budget {budgets} in {entry.fidelity} fidelity")
+        unused = sorted(set(entry.params) - taken)
+        if unused:
+            raise ValueError(f"no method measured takes parameter(s) {', '.join(unused)}")
+    return out
+
+
+def plan_points(
+    entries: list[MethodEntry],
+    *,
+    models: list[str],
+    inputs: list[Inputs],
+    batch_sizes: list[int],
+    fidelity: str = "paper",
+    baseline: bool = True,
+    **common,
+) -> Plan:
+    """Ordered points: one model at a time (built once), input set by input set, batch sizes ascending
+    (memory grows with the batch), the baseline first at each batch size (one per fidelity measured),
+    then the entries in order. Identical points are planned once.
+
+    common: weights, dtype, device, memory_cap, warmup, repeats, seed (the Point fields).
+    """
+    methods = [m for entry in entries for m in expand(entry)]
+    fidelities = dict.fromkeys([fidelity, *(e.fidelity for e in entries)])
+    head = [("none", 1.0, f, {}) for f in fidelities] if baseline else []
+    points, seen, duplicates = [], set(), 0
+    for model, given, batch in product(models, inputs, sorted(batch_sizes)):
+        for name, budget, fidelity, params in head + methods:
+            point = Point(
+                name,
+                budget,
+                params,
+                fidelity,
+                model=model,
+                batch_size=batch,
+                image_sizes=given.image_sizes,
+                images=given.images,
+                new_tokens=given.new_tokens,
+                prompt=given.prompt,
+                **common,
+            )
+            if point.key in seen:
+                duplicates += 1
+                continue
+            seen.add(point.key)
+            points.append(point)
+    return Plan(points, duplicates)
+
+
+def with_batch(point: Point, batch: int) -> Point:
+    return replace(point, batch_size=batch)
+
+
+@dataclass
+class Workload:
+    """A point's inputs, made: the pictures, the prompt and the number of new tokens."""
+
+    images: list[Image.Image]
+    prompt: str
+    new_tokens: int
+    image_source: str = "synthetic"
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.images)
+
+
+def build_workload(point: Point) -> Workload:
+    """The pictures of one point, made when it is measured (never all of a run's up front)."""
+    from workloads.images import folder_images, synthetic_images
+
+    if point.images is not None:
+        pictures = folder_images(Path(point.images), point.batch_size)
+        return Workload(pictures, point.prompt, point.new_tokens, point.images)
+    pictures = synthetic_images(list(point.image_sizes), point.batch_size, point.seed)
+    return Workload(pictures, point.prompt, point.new_tokens, "synthetic")
+
+
+def check_params(points: list[Point]) -> None:
+    """Each point's parameters against its model's shape (e.g. a layer beyond the tower's depth), from
+    the model's configuration alone: refused before any model is built. Raises ValueError."""
+    from hired.methods import METHODS
+    from hired.spec import method_params, shape_of
+    from workloads.models import model_config, resolve_device, resolve_model_name
+
+    shapes: dict[tuple, object] = {}
+    for point in points:
+        if not point.params:
+            continue  # defaults always fit the model they are derived from
+        where = (point.model, point.device)
+        if where not in shapes:
+            shapes[where] = shape_of(
+                model_config(resolve_model_name(point.model, resolve_device(point.device)))
+            )
+        method_params(METHODS[point.method], shapes[where], point.params, point.seed)
