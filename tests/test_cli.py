@@ -193,8 +193,8 @@ def bad_image_dir(tmp_path):
         (["--weights", "sometimes"], "unknown --weights"),
         (["--images", "/nonexistent/folder"], "image folder not found"),
         (["--image-size", "600by600"], "image size must look like WIDTHxHEIGHT"),
-        (["--l-final", "99"], "l_final must be a vision layer"),
-        (["--alpha", "2"], "alpha must be in [0, 1]"),
+        (["--param", "l_final=99"], "l_final must be a vision layer"),
+        (["--param", "alpha=2"], "alpha must be in [0, 1]"),
         (["--dtype", "int3"], "unknown dtype"),
     ],
 )
@@ -251,15 +251,17 @@ def test_help_explains_every_option_with_units():
         "--output",
         "--json",
         "--save-outputs",
-        "--alpha",
+        "--param",
     ):
         assert option in text
     assert "in (0, 1]" in text and "WIDTHxHEIGHT in pixels" in text and "[default: 0.2]" in text
 
 
 def test_method_parameters_belong_to_the_method(tmp_path):
-    result = invoke("--model", "tiny", "--method", "none", "--alpha", "0.3", "--output", str(tmp_path / "r"))
-    assert result.exit_code == 2 and "option(s) alpha not taken by method(s): none" in result.stderr
+    result = invoke(
+        "--model", "tiny", "--method", "none", "--param", "alpha=0.3", "--output", str(tmp_path / "r")
+    )
+    assert result.exit_code == 2 and "none takes no such parameter" in result.stderr
 
 
 def test_prumerge_plus_failure_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):

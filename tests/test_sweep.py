@@ -350,9 +350,10 @@ def test_unknown_model_is_refused_before_measuring(tmp_path):
 
 
 def test_mixed_budgets_pair_each_method_only_with_budgets_it_defines(tmp_path):
-    from profiler.cli import method_budget_pairs
+    from workloads.plan import Inputs, MethodEntry, plan_points
 
-    pairs = method_budget_pairs("all", [0.2, None], "paper")
+    plan = plan_points([MethodEntry("all", (0.2, None))], models=["tiny"], inputs=[Inputs()], batch_sizes=[1])
+    pairs = [(p.method, p.budget) for p in plan.points]
     assert pairs[0] == ("none", 1.0) and pairs.count(("none", 1.0)) == 1
     assert ("hired", 0.2) in pairs and ("hired", None) not in pairs  # HiRED has no adaptive count
     assert ("prumerge", 0.2) in pairs and ("prumerge", None) in pairs and ("prumerge+", None) in pairs

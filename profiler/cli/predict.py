@@ -1,0 +1,91 @@
+"""`hired-bench predict`: peak memory and the largest batch on any card, from the configuration alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from profiler.cli import options
+from profiler.cli.common import err, fail, out
+from profiler.records import append_record, check_writable
+from workloads.errors import InputError
+from workloads.plan import plan_points
+from workloads.presets import DEFAULT_PROMPT
+
+
+def predict(
+    gpu_memory: Annotated[str, typer.Option(help="Memory of the card to predict for, e.g. 24GiB.")],
+    model: options.Model = "llava-next-7b",
+    dtype: options.Dtype = "float16",
+    method: options.Method = "all",
+    budget: options.Budget = "0.1,0.2,0.4",
+    fidelity: options.Fidelity = "paper",
+    param: options.Param = None,
+    image_size: options.ImageSize = None,
+    prompt: options.Prompt = DEFAULT_PROMPT,
+    new_tokens: options.NewTokens = 15,
+    overhead: Annotated[
+        str,
+        typer.Option(help="Memory that is not PyTorch's: the CUDA context (use 0 for a --memory-cap run)."),
+    ] = "0.5GiB",  # profiler.memory_model.CUDA_CONTEXT_GIB
+    output: Annotated[
+        Path | None, typer.Option(help="Also append the predictions (JSON Lines) here.")
+    ] = None,
+) -> None:
+    """Predicted peak memory and the largest batch that fits on a card, from the configuration alone."""
+    from profiler.memory import parse_gib
+    from profiler.memory_model import BYTES
+
+    try:
+        memory_gib, overhead_gib = parse_gib(gpu_memory), parse_gib(overhead)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    try:
+        dtype = "float16" if dtype == "auto" else dtype  # a prediction is for a GPU
+        if dtype not in BYTES:
+            raise InputError(f"unknown --dtype {dtype!r} (use {', '.join(BYTES)})")
+        options.check_counts(1, new_tokens, 0, 1)
+        plan = plan_points(
+            [options.method_entry(method, budget, fidelity, param)],
+            models=[model],
+            inputs=[options.make_inputs(image_size, None, prompt, new_tokens)],
+            batch_sizes=[1],
+            fidelity=fidelity,
+        )
+        if output is not None:
+            check_writable(output)
+        from profiler.memory_model import predictions
+
+        with err.status("reading the model's shape…"):
+            options.check_plan(plan.points)
+            rows = predictions(plan.points, dtype, memory_gib - overhead_gib)
+    except (InputError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    table = Table(
+        title=f"{model} ({dtype}) on a {memory_gib:.0f} GiB card ({overhead_gib:.1f} GiB not PyTorch's), "
+        f"{new_tokens} new tokens",
+        title_justify="left",
+    )
+    for name in ("method", "budget", "tokens/image", "peak b=1", "b=2", "b=4", "b=8", "largest batch"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for r in rows:
+        peaks = r["peak_gib_by_batch"]
+        table.add_row(
+            r["method"],
+            r["budget_label"],
+            str(r["tokens_per_image"] or "adaptive"),
+            *("n/a" if peaks is None else f"{peaks[str(b)]:.1f}" for b in (1, 2, 4, 8)),
+            "n/a" if r["largest_batch"] is None else str(r["largest_batch"]),
+        )
+    out.print(table)
+    out.print(
+        "peaks in GiB of PyTorch-allocated memory (weights + KV cache + the largest phase's activations); "
+        "a model, not a measurement: compare with oom-boundary on a real card",
+        highlight=False,
+    )
+    if output is not None:
+        for r in rows:
+            append_record(output, {"kind": "prediction", "schema_version": 1, **r})

@@ -1,0 +1,100 @@
+"""`hired-bench show-selection`: every partition of one picture with the tokens a method keeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from profiler.cli import options
+from profiler.cli.common import err, fail
+from workloads.errors import InputError
+from workloads.images import load_image
+from workloads.plan import Inputs, plan_points
+
+
+def show_selection(
+    image: Annotated[Path, typer.Option(help="The picture to draw (any format Pillow reads).")],
+    method: options.Method = "hired",
+    budget: options.Budget = "0.2",
+    out: Annotated[Path, typer.Option(help="Image file to write (.png, .svg or .pdf).")] = Path(
+        "selection.png"
+    ),
+    fidelity: options.Fidelity = "paper",
+    param: options.Param = None,
+    model: options.Model = "auto",
+    weights: options.Weights = "auto",
+    dtype: options.Dtype = "auto",
+    device: options.Device = "auto",
+    seed: options.Seed = 0,
+) -> None:
+    """Draw every partition of IMAGE (full image + sub-images) with the tokens METHOD keeps outlined."""
+    try:
+        if method == "all":
+            raise InputError("show-selection draws one method at a time")
+        entry = options.method_entry(method, budget, fidelity, param)
+        if len(entry.budgets) != 1:
+            raise InputError("show-selection draws one budget at a time")
+        if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise InputError(f"--out must end in .png, .svg or .pdf, got {out.name!r}")
+        if not out.parent.is_dir():
+            raise InputError(f"folder for --out does not exist: {out.parent}")
+        picture = load_image(image)
+        plan = plan_points(
+            [entry],
+            models=[model],
+            inputs=[Inputs()],
+            batch_sizes=[1],
+            fidelity=fidelity,
+            baseline=method == "none",
+            weights=weights,
+            dtype=dtype,
+            device=device,
+            seed=seed,
+        )
+        (point,) = plan.points
+        options.check_plan(plan.points)
+        from workloads.models import load_model
+
+        with err.status("building the model…"):
+            lm = load_model(model, weights, dtype, device, seed)
+    except (InputError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    from hired.capture import encode_images
+    from hired.draw import draw_selection, partition_pictures
+    from hired.glue import vision_shape
+    from hired.layout import image_layout
+    from hired.methods import METHODS, method_params
+
+    chosen = METHODS[point.method]
+    params = method_params(chosen, vision_shape(lm.model), point.params, seed)
+    pixels = lm.image_processor([picture], return_tensors="pt")
+    layout = image_layout(tuple(pixels["image_sizes"][0].tolist()), lm.model.config)
+    vision = encode_images(lm.model, pixels["pixel_values"].to(lm.device), [layout], chosen.layers(params))
+    try:
+        (selection,) = chosen.select(vision, point.budget, point.fidelity, params)
+    except ValueError as exc:
+        raise fail(f"{point.method} cannot select here: {exc}") from None
+    processor = lm.image_processor
+    pictures = partition_pictures(
+        pixels["pixel_values"][0, : layout.partitions], processor.image_mean, processor.image_std
+    )
+    kept = selection.tokens.shape[0]
+    title = (
+        f"{point.method} ({point.fidelity}) at {point.label}: {kept} of {layout.n_full} visual tokens "
+        f"({kept / layout.n_full:.1%}) · {lm.name}, {lm.weights} weights"
+    )
+    summaries = kept - len(selection.kept) if selection.kept is not None else 0
+    if summaries:
+        title += f"\noutlined: the kept tokens; plus {summaries} summary tokens of the dropped ones"
+    elif selection.kept is None:
+        title += "\nevery token is averaged into a coarser grid; none is dropped outright"
+    note = None
+    if lm.weights == "random":
+        note = (
+            "random weights: the attention, so the choice of tokens, is meaningless; only the counts are real"
+        )
+    figure = draw_selection(pictures, layout, selection, title, note)
+    figure.savefig(out, dpi=110)
+    err.print(f"{title}\nwrote {out}", highlight=False, soft_wrap=True)
