@@ -14,7 +14,6 @@ from profiler.cli import options
 from profiler.cli.common import describe, err, fail, out, progress
 from profiler.records import check_writable, new_run_id
 from workloads.errors import InputError
-from workloads.plan import plan_points
 from workloads.presets import DEFAULT_PROMPT
 
 
@@ -47,12 +46,13 @@ def oom_boundary(
         if max_batch < 1:
             raise InputError(f"--max-batch must be at least 1, got {max_batch}")
         cap_gib = options.parse_cap(memory_cap)
-        plan = plan_points(
-            [options.method_entry(method, budget, fidelity, param)],
-            models=[model],
-            inputs=[options.make_inputs(image_size, None, prompt, new_tokens)],
-            batch_sizes=[1],
-            fidelity=fidelity,
+        plan = options.plan_command(
+            method,
+            budget,
+            fidelity,
+            param,
+            model,
+            options.make_inputs(image_size, None, prompt, new_tokens),
             weights=weights,
             dtype=dtype,
             device=device,

@@ -116,6 +116,31 @@ def method_entry(method: str, budget: str, fidelity: str, param: list[str] | Non
     return MethodEntry(method, tuple(parse_budgets(budget)), fidelity, parse_params(param))
 
 
+def plan_command(
+    method: str,
+    budget: str,
+    fidelity: str,
+    param: list[str] | None,
+    model: str,
+    inputs: Inputs,
+    batch: int = 1,
+    baseline: bool = True,
+    **common,
+):
+    """The points of one command's options (one model, one input set, one batch size)."""
+    from workloads.plan import plan_points
+
+    return plan_points(
+        [method_entry(method, budget, fidelity, param)],
+        models=[model],
+        inputs=[inputs],
+        batch_sizes=[batch],
+        fidelity=fidelity,
+        baseline=baseline,
+        **common,
+    )
+
+
 def check_counts(batch: int, new_tokens: int, warmup: int, repeats: int) -> None:
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")

@@ -12,7 +12,6 @@ from profiler.cli import options
 from profiler.cli.common import err, fail, out
 from profiler.records import append_record, check_writable
 from workloads.errors import InputError
-from workloads.plan import plan_points
 from workloads.presets import DEFAULT_PROMPT
 
 
@@ -48,13 +47,8 @@ def predict(
         if dtype not in BYTES:
             raise InputError(f"unknown --dtype {dtype!r} (use {', '.join(BYTES)})")
         options.check_counts(1, new_tokens, 0, 1)
-        plan = plan_points(
-            [options.method_entry(method, budget, fidelity, param)],
-            models=[model],
-            inputs=[options.make_inputs(image_size, None, prompt, new_tokens)],
-            batch_sizes=[1],
-            fidelity=fidelity,
-        )
+        inputs = options.make_inputs(image_size, None, prompt, new_tokens)
+        plan = options.plan_command(method, budget, fidelity, param, model, inputs)
         if output is not None:
             check_writable(output)
         from profiler.memory_model import predictions

@@ -13,7 +13,6 @@ from profiler.cli.common import err, fail, measure, out, print_warnings
 from profiler.console import results_table
 from profiler.records import check_writable
 from workloads.errors import InputError
-from workloads.plan import plan_points
 from workloads.presets import DEFAULT_PROMPT
 
 BASELINE_NOTE = {
@@ -62,18 +61,19 @@ def run(
     """Measure METHOD at BUDGET and the full-token baseline on the same inputs; print a table with ratios."""
     try:
         options.check_counts(batch, new_tokens, warmup, repeats)
-        entry = options.method_entry(method, budget, fidelity, param)
         options.check_weights(weights)
         cap_gib = options.parse_cap(memory_cap)
         for path, suffix in ((py_spy, ".svg"), (torch_trace, ".json")):
             options.check_artifact(path, suffix)
         inputs = options.make_inputs(image_size, images, prompt, new_tokens, batch)
-        plan = plan_points(
-            [entry],
-            models=[model],
-            inputs=[inputs],
-            batch_sizes=[batch],
-            fidelity=fidelity,
+        plan = options.plan_command(
+            method,
+            budget,
+            fidelity,
+            param,
+            model,
+            inputs,
+            batch,
             weights=weights,
             dtype=dtype,
             device=device,

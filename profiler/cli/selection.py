@@ -11,7 +11,7 @@ from profiler.cli import options
 from profiler.cli.common import err, fail
 from workloads.errors import InputError
 from workloads.images import load_image
-from workloads.plan import Inputs, plan_points
+from workloads.plan import Inputs
 
 
 def show_selection(
@@ -33,20 +33,20 @@ def show_selection(
     try:
         if method == "all":
             raise InputError("show-selection draws one method at a time")
-        entry = options.method_entry(method, budget, fidelity, param)
-        if len(entry.budgets) != 1:
+        if len(options.parse_budgets(budget)) != 1:
             raise InputError("show-selection draws one budget at a time")
         if out.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise InputError(f"--out must end in .png, .svg or .pdf, got {out.name!r}")
         if not out.parent.is_dir():
             raise InputError(f"folder for --out does not exist: {out.parent}")
         picture = load_image(image)
-        plan = plan_points(
-            [entry],
-            models=[model],
-            inputs=[Inputs()],
-            batch_sizes=[1],
-            fidelity=fidelity,
+        plan = options.plan_command(
+            method,
+            budget,
+            fidelity,
+            param,
+            model,
+            Inputs(),
             baseline=method == "none",
             weights=weights,
             dtype=dtype,
