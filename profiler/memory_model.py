@@ -157,3 +157,37 @@ def predictions(points: list, dtype: str, memory_gib: float) -> list[dict]:
             }
         )
     return rows
+
+
+def plan_predictions(points: list) -> list[dict]:
+    """Per planned point: predicted peak GiB (None where the weights decide the count) and whether it
+    fits the point's memory cap or this machine's GPU ("n/a" without either)."""
+    from profiler.memory import GIB, parse_gib
+    from workloads.models import (
+        model_config,
+        prompt_text_tokens,
+        resolve_device,
+        resolve_dtype,
+        resolve_model_name,
+    )
+
+    rows, cache = [], {}
+    for point in points:
+        device = resolve_device(point.device)
+        name = resolve_model_name(point.model, device)
+        if name not in cache:
+            cache[name] = (model_config(name), prompt_text_tokens(name, point.prompt))
+        config, text = cache[name]
+        dtype = str(resolve_dtype(point.dtype, device)).removeprefix("torch.")
+        peak = point_peak(config, dtype, text, point, point.seed) if point.image_sizes else None
+        gib = None if peak is None else peak(point.batch_size)
+        memory = None
+        if point.memory_cap:
+            memory = parse_gib(point.memory_cap)
+        elif device.type == "cuda":
+            import torch
+
+            memory = torch.cuda.get_device_properties(device).total_memory / GIB - CUDA_CONTEXT_GIB
+        fits = "n/a" if gib is None or memory is None else ("yes" if gib <= memory else "OOM")
+        rows.append({"peak_gib": gib, "fits": fits})
+    return rows

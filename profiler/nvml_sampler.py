@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import select
+import signal
 import sys
 import time
 
@@ -96,6 +97,7 @@ def reply(message: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the measuring process's; it closes our input
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--uuid", required=True, help="NVML UUID of the GPU (GPU-...)")
     parser.add_argument("--pid", type=int, required=True, help="the measured process")

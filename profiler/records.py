@@ -1,10 +1,24 @@
-"""Result records: one JSON object per measured point, appended to a JSON Lines file and flushed at once."""
+"""Result records, and the one path that writes and reads results files (JSON Lines).
+
+Writing: each record is one whole line, written with one `write` under an exclusive `flock`,
+then fsync'd, so a run that dies keeps every point measured so far and concurrent writers never
+interleave. Before appending, a last line without its newline is kept when it is a whole record
+(the newline is added) and moved to FILE.damaged when it is not (never deleted, never glued to).
+A failed write leaves the file ending with a whole line and raises WriteFailed.
+Reading: line by line, never a whole file at once; a line that is not a record is skipped and
+counted with its reason.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import math
 import os
+import sys
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -13,6 +27,19 @@ from workloads.errors import InputError
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error")
+KINDS = ("point", "oom_boundary", "prediction")
+FIRST_LINE_LIMIT = 1 << 20  # a results file's first line is a record: far below 1 MiB
+
+# records appended by this process, per file: what "interrupted: N points recorded in FILE" says
+written: dict[Path, int] = {}
+
+
+class WriteFailed(Exception):
+    """A record could not be written (disk full, I/O error); the file still ends with a whole line."""
+
+    def __init__(self, path: Path, record: dict, reason: str):
+        super().__init__(f"cannot write to {path}: {reason}")
+        self.path, self.record, self.reason = path, record, reason
 
 
 def suite_version() -> str:
@@ -50,51 +77,139 @@ def make_record(
     }
 
 
-def check_writable(path: Path) -> None:
-    """Fail early, before any measuring, if results cannot be appended to `path`."""
-    existed = path.exists()
+def parse_line(line: bytes) -> tuple[dict | None, str | None]:
+    """(record, None) for a line holding a JSON object, else (None, why it is not one)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a"):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot write results to {path}: {exc.strerror or exc}") from exc
-    if not existed:
-        path.unlink()  # leave nothing behind if the run stops before its first record
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        return None, "NaN or infinity" if "NaN/inf" in str(exc) else "not JSON (a half-written line?)"
+    if not isinstance(value, dict):
+        return None, "not a JSON object"
+    return value, None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"NaN/inf constant {name}")
+
+
+def is_record(value: dict | None) -> bool:
+    """Something this suite wrote: a dict with a schema version."""
+    return isinstance(value, dict) and isinstance(value.get("schema_version"), int)
+
+
+def check_output(path: Path) -> None:
+    """Refuse, before anything is measured, an output that is not (or cannot become) a results file.
+
+    An existing file must be a regular file, empty or starting with a record; a new one must be
+    creatable (its nearest existing folder writable). Nothing is created here: no race with
+    another process writing the same file.
+    """
+    if path.exists():
+        if not path.is_file():
+            raise InputError(f"cannot write results to {path}: not a regular file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise InputError(f"cannot write results to {path}: permission denied")
+        with open(path, "rb") as f:
+            first = f.readline(FIRST_LINE_LIMIT).strip()
+        if first and not is_record(parse_line(first)[0]):
+            raise InputError(
+                f"{path} is not a hired-bench results file (its first line is not a record): "
+                "choose another --output"
+            )
+        return
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write results to {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write results to {path}: {folder} is not writable")
+
+
+def _finite(value):
+    """NaN and infinities become null: JSON has no such numbers, and readers refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def append_record(path: Path, record: dict) -> None:
-    """Append one line and force it to disk, so a run that dies keeps every point measured so far."""
-    line = json.dumps(record, separators=(",", ":")) + "\n"
-    with open(path, "a") as f:
-        f.write(line)
+    """Append one record as one whole line, locked and fsync'd; WriteFailed if the disk refuses it."""
+    line = (json.dumps(_finite(record), separators=(",", ":"), allow_nan=False) + "\n").encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise WriteFailed(path, record, exc.strerror or str(exc)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+        _repair_tail(path, fd)
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
+            os.fsync(fd)
+        except OSError as exc:
+            os.ftruncate(fd, size)  # the file ends with its last whole line again
+            raise WriteFailed(path, record, exc.strerror or str(exc)) from None
+    except OSError as exc:
+        raise WriteFailed(path, record, exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    written[path] = written.get(path, 0) + 1
+
+
+def _repair_tail(path: Path, fd: int) -> None:
+    """Under the lock: end the file with a newline, keeping a whole last record, moving a half one."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    start, chunk = size, 1 << 16
+    while start > 0:  # back to the byte after the previous newline
+        begin = max(0, start - chunk)
+        block = os.pread(fd, start - begin, begin)
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            start = begin + cut + 1
+            break
+        start = begin
+    tail = os.pread(fd, size - start, start)
+    if is_record(parse_line(tail)[0]):
+        os.write(fd, b"\n")  # a whole record that only lacks its newline
+        return
+    damaged = path.with_name(path.name + ".damaged")
+    with open(damaged, "ab") as f:
+        f.write(tail + b"\n")
         f.flush()
         os.fsync(f.fileno())
+    os.ftruncate(fd, start)
+    print(
+        f"warning: moved a half-written last line ({len(tail)} bytes) of {path} to {damaged}",
+        file=sys.stderr,
+    )
+
+
+def iter_lines(path: Path) -> Iterator[tuple[dict | None, str | None, bytes]]:
+    """(record or None, why not, the raw line) for each non-empty line, streaming."""
+    with open(path, "rb") as f:
+        for raw in f:
+            line = raw.strip()
+            if line:
+                record, why = parse_line(line)
+                yield record, why, line
 
 
 def read_records(path: Path) -> list[dict]:
-    """Every complete record in a JSON Lines file; a half-written last line (a killed run) is skipped."""
-    return read_records_counted(path)[0]
-
-
-def read_records_counted(path: Path) -> tuple[list[dict], int]:
-    """(records, number of lines that were not a JSON object)."""
-    records, skipped = [], 0
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                skipped += 1
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-            else:
-                skipped += 1
-    return records, skipped
+    """Every line of a results file that is a JSON object (a half-written last line is skipped)."""
+    return [record for record, _, _ in iter_lines(path) if record is not None]
 
 
 def error_message(exc: BaseException) -> str:

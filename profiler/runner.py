@@ -188,8 +188,7 @@ class Runner:
                     )
                 )
                 self.on_request()
-            if self.torch_trace:
-                trace_request(self.lm, workload, point, trace_path(self.torch_trace, point))
+            traced = self._trace(workload, point)
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
             failure = ("oom", error_message(exc), self._memory_now())
         except Exception as exc:
@@ -214,9 +213,20 @@ class Runner:
         metrics["visual_tokens"] = _visual_tokens(result.batch)
         metrics["unavailable"] = self._unavailable(metrics)
         metrics["estimated"] = notes
-        metrics["warnings"] = variance_warnings(metrics)
+        metrics["warnings"] = variance_warnings(metrics) + traced
         outputs = result.tokens.tolist() if self.save_outputs else None
         return make_record(self.run_id, "ok", config, self.hardware, metrics, outputs=outputs)
+
+    def _trace(self, workload: Workload, point: Point) -> list[str]:
+        """One more request under the torch profiler, if asked; a trace that cannot be written is a
+        warning on the point, never a lost measurement."""
+        if not self.torch_trace:
+            return []
+        try:
+            trace_request(self.lm, workload, point, trace_path(self.torch_trace, point))
+        except OSError as exc:
+            return [f"torch trace not written: {exc.strerror or exc}"]
+        return []
 
     def _peaks(self, torch_peaks: list, readings: list[SamplerReading], notes: dict) -> dict:
         allocated = [a for a, _ in torch_peaks if a is not None]

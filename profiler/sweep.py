@@ -22,22 +22,6 @@ from profiler.records import append_record, error_message, make_record, read_rec
 from workloads.plan import Point
 
 
-def repair_tail(path: Path) -> int:
-    """Cut a half-written last line (a run killed mid-write), so new records start on a line of their own.
-
-    Returns the number of bytes removed.
-    """
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data.endswith(b"\n"):
-            return 0
-        keep = data.rfind(b"\n") + 1
-        f.truncate(keep)
-        return len(data) - keep
-
-
 def pending_points(points: list[Point], output: Path, resume: bool) -> list[Point]:
     """The points still to measure: all of them, or with --resume those without a record in `output`."""
     if not resume or not output.exists():
@@ -166,7 +150,6 @@ def run_isolated(point: Point, output: Path, sweep: str | None, run_id: str) -> 
     mine = [r for r in read_records(output) if r.get("config", {}).get("point_key") == point.key]
     if mine and code.returncode == 0:
         return mine[-1]
-    repair_tail(output)
     last = (code.stderr or "").strip().splitlines()[-1:] or [""]
     message = f"isolated point process ended with code {code.returncode}: {last[0]}".strip()
     record = make_record(run_id, "error", planned_config(point, sweep), {}, None, error=message)

@@ -3,9 +3,11 @@ paper side by side, hardware comparisons, and every point in an appendix (nothin
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from profiler.console import varying_params
 from reports import figures
 from reports.data import (
     METHOD_ORDER,
@@ -40,8 +42,43 @@ def failed(record: dict) -> str:
     return f"{record['status'].upper()}: {record.get('error') or ''}".strip()
 
 
+def baseline_of(record: dict, rows: list[dict]) -> dict | None:
+    """The baseline a point is compared with: the ok `none` point of its own run at its batch size and
+    fidelity, else of any run at that batch size and fidelity."""
+    c = record["config"]
+    same = [
+        r
+        for r in rows
+        if r["config"]["method"] == "none"
+        and r["status"] == "ok"
+        and r["config"]["batch_size"] == c["batch_size"]
+        and r["config"].get("fidelity") == c.get("fidelity")
+    ]
+    own = [r for r in same if r.get("run_id") == record.get("run_id")]
+    return (own or same or [None])[0]
+
+
+def ratios(record: dict, base: dict | None) -> tuple[float | None, float | None, float | None]:
+    """(TTFT speed-up, e2e tokens/s ratio, share of peak memory saved) against a baseline."""
+    if base is None or record["status"] != "ok":
+        return None, None, None
+    ttft, b_ttft = median(record, "ttft_s"), median(base, "ttft_s")
+    e2e, b_e2e = median(record, "e2e_tokens_per_s"), median(base, "e2e_tokens_per_s")
+    mem, b_mem = peak_memory(record)[0], peak_memory(base)[0]
+    return (
+        b_ttft / ttft if ttft and b_ttft else None,
+        e2e / b_e2e if e2e and b_e2e else None,
+        1 - mem / b_mem if mem and b_mem else None,
+    )
+
+
+def method_label(record: dict, params: str = "") -> str:
+    c = record["config"]
+    return c["method"] + (" (baseline)" if c["method"] == "none" else "") + (f" {params}" if params else "")
+
+
 def summary_table(rows: list[dict]) -> Table:
-    """Each method against the baseline of the same batch size."""
+    """Each method against the baseline of its own run at the same batch size."""
     table = Table(
         [
             "batch",
@@ -58,44 +95,65 @@ def summary_table(rows: list[dict]) -> Table:
         ],
         [],
     )
+    labels = dict(zip(map(id, rows), varying_params(rows), strict=True))
     for batch in sorted({r["config"]["batch_size"] for r in rows}):
         mine = sorted((r for r in rows if r["config"]["batch_size"] == batch), key=method_key)
-        base = next((r for r in mine if r["config"]["method"] == "none" and r["status"] == "ok"), None)
         for r in mine:
-            c = r["config"]
-            head = [
-                str(batch),
-                c["method"] + (" (baseline)" if c["method"] == "none" else ""),
-                budget_label(c["budget"]),
-            ]
+            head = [str(batch), method_label(r, labels[id(r)]), budget_label(r["config"]["budget"])]
             if r["status"] != "ok":
                 table.rows.append([*head, "–", r["status"].upper()] + ["–"] * 6)
                 continue
             visual = r["metrics"].get("visual_tokens") or {}
-            kept = (
-                f"{sum(visual.get('kept', [])) / max(len(visual.get('kept', [])), 1):.0f}"
-                if visual
-                else "n/a"
-            )
-            ttft, e2e = median(r, "ttft_s"), median(r, "e2e_tokens_per_s")
-            mem = peak_memory(r)[0]
-            b_ttft = median(base, "ttft_s") if base else None
-            b_e2e = median(base, "e2e_tokens_per_s") if base else None
-            b_mem = peak_memory(base)[0] if base else None
+            kept = visual.get("kept") or []
+            speedup, e2e_ratio, saved = ratios(r, baseline_of(r, rows))
             table.rows.append(
                 [
                     *head,
-                    kept,
-                    f"{fmt(ttft)} ± {fmt(spread(r, 'ttft_s'), '.2g')}",
-                    "n/a" if not (ttft and b_ttft) else f"{b_ttft / ttft:.2f}×",
-                    fmt(e2e),
-                    "n/a" if not (e2e and b_e2e) else f"{e2e / b_e2e:.2f}×",
+                    f"{sum(kept) / len(kept):.0f}" if kept else "n/a",
+                    f"{fmt(median(r, 'ttft_s'))} ± {fmt(spread(r, 'ttft_s'), '.2g')}",
+                    "n/a" if speedup is None else f"{speedup:.2f}×",
+                    fmt(median(r, "e2e_tokens_per_s")),
+                    "n/a" if e2e_ratio is None else f"{e2e_ratio:.2f}×",
                     fmt(median(r, "decode_tokens_per_s")),
-                    fmt(mem),
-                    "n/a" if not (mem and b_mem) else f"{1 - mem / b_mem:.0%}",
+                    fmt(peak_memory(r)[0]),
+                    "n/a" if saved is None else f"{saved:.0%}",
                 ]
             )
     return table
+
+
+def headline_table(rows: list[dict]) -> Table | None:
+    """Per budget, the method with the best median TTFT speed-up over the batch sizes measured."""
+    labels = dict(zip(map(id, rows), varying_params(rows), strict=True))
+    by_budget: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        budget = r["config"]["budget"]
+        if r["config"]["method"] == "none" or r["status"] != "ok":
+            continue
+        by_budget[budget][method_label(r, labels[id(r)])].append((r, ratios(r, baseline_of(r, rows))))
+    table = Table(
+        ["budget", "best method", "TTFT speed-up", "e2e tok/s × base", "memory saved", "batch sizes"],
+        [],
+        "the best method at each budget, by its median TTFT speed-up over the batch sizes "
+        "(each against the baseline of its own run)",
+    )
+    for budget in sorted(by_budget, key=lambda b: (isinstance(b, str), 0 if isinstance(b, str) else b)):
+
+        def score(item):
+            speedups = [x[1][0] for x in item[1] if x[1][0] is not None]
+            return statistics.median(speedups) if speedups else -1.0
+
+        name, measured = max(by_budget[budget].items(), key=score)
+        if score((name, measured)) < 0:
+            continue
+        columns = list(zip(*(x[1] for x in measured), strict=True))
+        cells = [
+            "n/a" if not (v := [x for x in col if x is not None]) else spec.format(statistics.median(v))
+            for col, spec in zip(columns, ("{:.2f}×", "{:.2f}×", "{:.0%}"), strict=True)
+        ]
+        batches = ", ".join(str(b) for b in sorted({x[0]["config"]["batch_size"] for x in measured}))
+        table.rows.append([budget_label(budget), name, *cells, batches])
+    return table if table.rows else None
 
 
 def main_budget(rows: list[dict]):
@@ -431,11 +489,16 @@ def setup_section(results: Results) -> Section:
         "Suite versions: " + ", ".join(f"{v} ({n})" for v, n in sorted(results.suite_versions.items())) + ".",
         hardware,
     ]
-    if results.skipped_lines:
+    if results.skipped:
         parts.append(
-            f"Skipped {results.skipped_lines} line(s) that were not complete records "
-            "(a run killed mid-write)."
+            Table(
+                ["file", "lines skipped", "why"],
+                [[f, str(n), why] for (f, why), n in sorted(results.skipped.items())],
+                f"{results.skipped_lines} line(s) not used: not records this suite can read",
+            )
         )
+    if results.duplicates:
+        parts.append(f"{results.duplicates} identical record(s) read more than once were counted once.")
     warnings = [
         f"{machine(r)}: {r['config']['method']} {budget_label(r['config']['budget'])}, "
         f"batch {r['config']['batch_size']}: {w}"
@@ -504,12 +567,19 @@ def appendix(results: Results) -> Section:
 def build_report(results: Results, out: Path, title: str = "hired-bench report") -> tuple[Path, Path]:
     """Write report.md, report.html and figures/ under `out`; returns the two report paths."""
     folder = out / "figures"
-    sections = [setup_section(results)]
     by_workload: dict[tuple, list[dict]] = defaultdict(list)
     for r in results.points:
         if not r["config"].get("boundary_search"):
             by_workload[workload(r)].append(r)
-    for i, (key, rows) in enumerate(sorted(by_workload.items(), key=lambda kv: str(kv[0])), 1):
+    workloads = sorted(by_workload.items(), key=lambda kv: str(kv[0]))
+    headlines = Section("Headlines", [])
+    for i, (key, rows) in enumerate(workloads, 1):
+        if (table := headline_table(rows)) is not None:
+            table.caption = f"Workload {i}: {workload_title(key)} · " + table.caption
+            headlines.parts.append(table)
+    sections = [headlines] if headlines.parts else []
+    sections.append(setup_section(results))
+    for i, (key, rows) in enumerate(workloads, 1):
         sections.append(workload_section(i, key, rows, folder))
     sections += [
         s

@@ -15,9 +15,10 @@ from profiler.cli import app, err, fail
 from profiler.cli import main as profiler_main
 
 
-def _load(results: list[Path]):
+def _load(results: list[Path], out: Path):
     from reports.data import load_results
 
+    check_out(out)
     try:
         loaded = load_results(results)
     except FileNotFoundError as exc:
@@ -25,8 +26,31 @@ def _load(results: list[Path]):
     if not loaded.files:
         raise fail(f"no .jsonl result files in {', '.join(map(str, results))}")
     if not (loaded.points or loaded.boundaries or loaded.predictions):
-        raise fail(f"no result records in {', '.join(map(str, loaded.files))}")
+        reasons = ", ".join(sorted({why for _, why in loaded.skipped}))
+        skipped = f" ({loaded.skipped_lines} line(s) skipped: {reasons})" if loaded.skipped else ""
+        raise fail(f"no usable result records in {', '.join(map(str, loaded.files))}{skipped}")
+    for (path, why), n in sorted(loaded.skipped.items()):
+        err.print(f"skipped {n} line(s) of {path}: {why}", highlight=False, soft_wrap=True)
     return loaded
+
+
+def cannot_write(out: Path, exc: OSError) -> typer.Exit:
+    """The disk refused the report (full, read-only): one line, exit 1; the results files are untouched."""
+    err.print(f"[bold red]error:[/] cannot write the report to {out}: {exc.strerror or exc}", highlight=False)
+    return typer.Exit(code=1)
+
+
+def check_out(out: Path) -> None:
+    """The report's folder: a folder (or creatable), writable."""
+    import os
+
+    folder = out
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise fail(f"--out {out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise fail(f"--out {out}: {folder} is not writable")
 
 
 @app.command()
@@ -39,9 +63,12 @@ def report(
     """A Markdown and a self-contained HTML report, with PNG and SVG figures, from result files."""
     from reports.build import build_report
 
-    loaded = _load(results)
+    loaded = _load(results, out)
     with err.status("drawing…"):
-        markdown, page = build_report(loaded, out)
+        try:
+            markdown, page = build_report(loaded, out)
+        except OSError as exc:
+            raise cannot_write(out, exc) from None
     figures = sorted((out / "figures").glob("*.png"))
     err.print(
         f"{len(loaded.points)} points from {len(loaded.files)} file(s) -> {markdown}, {page} "
@@ -64,11 +91,14 @@ def compare(
     from reports.build import build_compare
     from reports.data import machine
 
-    loaded = _load(results)
+    loaded = _load(results, out)
     machines = sorted({machine(r) for r in loaded.points})
     if len(machines) < 2:
         raise fail(f"compare needs results from two machines or more; found {', '.join(machines) or 'none'}")
-    written = build_compare(loaded, out)
+    try:
+        written = build_compare(loaded, out)
+    except OSError as exc:
+        raise cannot_write(out, exc) from None
     if written is None:
         raise fail(f"no workload was measured on more than one of: {', '.join(machines)}")
     from rich.console import Console

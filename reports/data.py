@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from profiler.metrics import peak_memory_gib
-from profiler.records import read_records_counted
+from profiler.records import KINDS, SCHEMA_VERSION, STATUSES, iter_lines
 
 METHOD_ORDER = ["none", "hired", "prumerge", "prumerge+", "random", "pool"]
 
@@ -18,7 +19,12 @@ class Results:
     boundaries: list[dict] = field(default_factory=list)  # "kind": "oom_boundary"
     predictions: list[dict] = field(default_factory=list)  # "kind": "prediction"
     files: list[Path] = field(default_factory=list)
-    skipped_lines: int = 0  # lines that were not records (a run killed mid-write)
+    skipped: Counter = field(default_factory=Counter)  # (file, reason) -> lines not used
+    duplicates: int = 0  # identical records read more than once (a file named twice, a folder and a file)
+
+    @property
+    def skipped_lines(self) -> int:
+        return sum(self.skipped.values())
 
     @property
     def suite_versions(self) -> Counter:
@@ -26,7 +32,7 @@ class Results:
 
 
 def result_files(paths: list[Path]) -> list[Path]:
-    """The JSON Lines files named, or found below the folders named (sorted)."""
+    """The JSON Lines files named, or found below the folders named (sorted), each once."""
     files = []
     for path in paths:
         if path.is_dir():
@@ -35,25 +41,115 @@ def result_files(paths: list[Path]) -> list[Path]:
             files.append(path)
         else:
             raise FileNotFoundError(path)
-    return files
+    return list({f.resolve(): f for f in files}.values())
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# the metrics reports read, each a stats object ({"median": ..., ...}) or null
+STATS_METRICS = (
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "decode_tokens_per_s",
+    "e2e_tokens_per_s",
+    "prefill_tokens_per_s",
+)
+
+
+def problem(record: dict) -> str | None:
+    """Why a parsed line is not a record this suite can use, or None when it is."""
+    version = record.get("schema_version")
+    if not _whole(version):
+        return "no schema_version"
+    if version > SCHEMA_VERSION:
+        return f"schema version {version} is newer than this suite's {SCHEMA_VERSION}"
+    kind = record.get("kind", "point")
+    if kind not in KINDS:
+        return f"unknown kind {kind!r}"
+    if kind == "prediction":
+        ok = isinstance(record.get("method"), str) and _number(record.get("memory_gib"))
+        return None if ok else "a prediction without method or memory_gib"
+    config, metrics = record.get("config"), record.get("metrics")
+    if not isinstance(config, dict):
+        return "missing config"
+    if not isinstance(config.get("method"), str) or not isinstance(config.get("model"), str):
+        return "config without model or method"
+    budget = config.get("budget")
+    if not (_number(budget) or budget == "adaptive"):
+        return "config.budget is not a number"
+    if kind == "oom_boundary":
+        found = (metrics or {}).get("oom_boundary") if isinstance(metrics, dict) else None
+        ok = isinstance(found, dict) and _whole(found.get("largest_fitting"))
+        return None if ok else "an oom_boundary record without its result"
+    if record.get("status") not in STATUSES:
+        return "unknown status"
+    if not _whole(config.get("batch_size")) or config["batch_size"] < 1:
+        return "config.batch_size is not a whole number"
+    if not _whole(config.get("new_tokens")):
+        return "config.new_tokens is not a whole number"
+    sizes = config.get("image_sizes")
+    if sizes is not None and not (
+        isinstance(sizes, list)
+        and all(isinstance(s, list) and len(s) == 2 and all(map(_whole, s)) for s in sizes)
+    ):
+        return "config.image_sizes is not a list of [width, height]"
+    if record["status"] == "ok":
+        if not isinstance(metrics, dict):
+            return "an ok record with null metrics"
+        for name in STATS_METRICS:
+            stats = metrics.get(name)
+            if stats is not None and not (isinstance(stats, dict) and _number(stats.get("median"))):
+                return f"metrics.{name} is not a stats object"
+    elif metrics is not None and not isinstance(metrics, dict):
+        return "metrics is not an object"
+    if record.get("hardware") is not None and not isinstance(record["hardware"], dict):
+        return "hardware is not an object"
+    return None
+
+
+def _slim(record: dict) -> dict:
+    """Drop the raw per-request values (reports read the statistics): memory stays bounded."""
+    for value in (record.get("metrics") or {}).values():
+        if isinstance(value, dict):
+            value.pop("values", None)
+            for inner in value.values():
+                if isinstance(inner, dict):
+                    inner.pop("values", None)
+    record.pop("outputs", None)
+    return record
 
 
 def load_results(paths: list[Path]) -> Results:
+    """Every usable record of the files (streamed line by line); the rest skipped and counted by reason."""
     results = Results()
+    seen: set[bytes] = set()
     for path in result_files(paths):
-        records, skipped = read_records_counted(path)
         results.files.append(path)
-        results.skipped_lines += skipped
-        for record in records:
-            kind = record.get("kind", "point")
-            if kind == "oom_boundary":
-                results.boundaries.append(record)
-            elif kind == "prediction":
-                results.predictions.append(record)
-            elif "config" in record and "status" in record:
-                results.points.append(record)
-            else:
-                results.skipped_lines += 1
+        try:
+            for record, why, raw in iter_lines(path):
+                digest = hashlib.sha1(raw).digest()
+                if record is not None and digest in seen:
+                    results.duplicates += 1
+                    continue
+                why = why or problem(record)
+                if why:
+                    results.skipped[(str(path), why)] += 1
+                    continue
+                seen.add(digest)
+                kind = record.get("kind", "point")
+                if record.get("hardware") is None:
+                    record["hardware"] = {}
+                target = {"oom_boundary": results.boundaries, "prediction": results.predictions}
+                target.get(kind, results.points).append(_slim(record))
+        except OSError as exc:
+            results.skipped[(str(path), f"unreadable: {exc.strerror or exc}")] += 1
     return results
 
 

@@ -69,7 +69,7 @@ th { background: #eef3f7; }
 tr:nth-child(even) td { background: #f8fafc; }
 caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .3rem; }
 figure { margin: 1rem 0 2rem; }
-figure img { max-width: 100%; border: 1px solid #e3e8ee; }
+figure img { width: 100%; height: auto; border: 1px solid #e3e8ee; }
 figcaption { font-style: italic; color: #4b5563; }
 td.oom { color: #b42318; font-weight: 600; }
 """

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure as MplFigure  # no pyplot: no global state, no display
 from matplotlib.ticker import MaxNLocator
 
+from profiler.console import varying_params
 from reports.data import METHOD_ORDER, budget_label, median, method_key, peak_memory, spread
 from reports.document import Figure
 
@@ -53,8 +54,12 @@ def kept_share(record: dict) -> float | None:
     return budget if isinstance(budget, float | int) else None
 
 
-def _figure(panels: int, width: float = 4.6, height: float = 3.6) -> tuple[MplFigure, list]:
-    fig = MplFigure(figsize=(max(width * panels, 6.0), height + 0.9), layout="constrained")
+PAGE_WIDTH_IN = 11.0  # the report's column at 130 dpi: figures fill the page width
+
+
+def _figure(panels: int, width: float = 3.2, height: float = 3.6) -> tuple[MplFigure, list]:
+    """width: the least a panel gets; the figure is at least the page's width."""
+    fig = MplFigure(figsize=(max(width * panels, PAGE_WIDTH_IN), height + 0.9), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     for ax in axes:
         ax.grid(True, alpha=0.3)
@@ -98,12 +103,42 @@ def _series(ax, points: list[tuple[float, dict]], metric: str, colour: str | Non
             ys.append(y)
             es.append(e or 0.0)
     if xs:
+        if len(set(xs)) < len(xs):  # several runs at one x (two baselines): points, not a zigzag line
+            style["linestyle"] = "none"
         ax.errorbar(xs, ys, yerr=es, marker="o", markersize=5, capsize=3, color=colour, **style)
 
 
 def _methods(points: list[dict]) -> list[str]:
     present = {r["config"]["method"] for r in points}
     return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+LINESTYLES = ("-", ":", "-.", (0, (5, 1)))
+
+
+def _param_labels(points: list[dict]) -> dict[int, str]:
+    """id(record) -> the parameters telling it apart from other points of its method, over a figure."""
+    return dict(zip(map(id, points), varying_params(points), strict=True))
+
+
+def _series_of(points: list[dict], labels: dict[int, str]) -> list[tuple[str, str, list[dict]]]:
+    """(method, label, records) per line: one per method and parameter setting, in method order."""
+    out = []
+    for method in _methods(points):
+        mine = [r for r in points if r["config"]["method"] == method]
+        for params in dict.fromkeys(labels[id(r)] for r in mine):
+            chosen = [r for r in mine if labels[id(r)] == params]
+            out.append((method, f"{method} {params}".strip(), chosen))
+    return out
+
+
+def _style(method: str, index_within_method: int) -> dict:
+    return {"color": COLOURS.get(method), "linestyle": LINESTYLES[index_within_method % len(LINESTYLES)]}
+
+
+def _from_zero(ax) -> None:
+    """Throughput, time and memory axes start at 0: a 1.5x gain must not look like 10x."""
+    ax.set_ylim(bottom=0)
 
 
 def _legend(fig: MplFigure, axes: list) -> None:
@@ -128,6 +163,7 @@ def _legend(fig: MplFigure, axes: list) -> None:
 def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
     """metric against the share of visual tokens kept; one line per method, one panel per batch size."""
     batches = sorted({r["config"]["batch_size"] for r in points})
+    labels = _param_labels(points)
     fig, axes = _figure(len(batches))
     for ax, batch in zip(axes, batches, strict=True):
         rows = [r for r in points if r["config"]["batch_size"] == batch]
@@ -146,26 +182,29 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
                 ax.axhline(
                     y, color=COLOURS["none"], linestyle="--", linewidth=1.2, label="all tokens (baseline)"
                 )
-        methods = [m for m in _methods(rows) if m != "none"]
-        for i, method in enumerate(methods):
-            nudge = (i - (len(methods) - 1) / 2) * 0.7  # keeps methods at the same budget apart
-            mine = sorted(
-                (r for r in rows if r["config"]["method"] == method), key=lambda r: kept_share(r) or 0
-            )
+        series = [s for s in _series_of(rows, labels) if s[0] != "none"]
+        seen: dict[str, int] = {}
+        for i, (method, label, mine) in enumerate(series):
+            nudge = (i - (len(series) - 1) / 2) * 0.7  # keeps methods at the same budget apart
+            mine = sorted(mine, key=lambda r: kept_share(r) or 0)
             adaptive = any(isinstance(r["config"].get("budget"), str) for r in mine)
             shares = [(kept_share(r), r) for r in mine]
+            style = _style(method, seen.get(method, 0))
+            seen[method] = seen.get(method, 0) + 1
             _series(
                 ax,
                 [(100 * x + nudge, r) for x, r in shares if x is not None],
                 metric,
-                COLOURS.get(method),
-                label=method + (" (adaptive)" if adaptive else ""),
+                style.pop("color"),
+                label=label + (" (adaptive)" if adaptive else ""),
                 markerfacecolor="white" if adaptive else COLOURS.get(method),
+                **style,
             )
         ax.set_title(f"batch {batch}", fontsize=10)
         ax.set_xlabel("visual tokens kept (% of all candidates)")
         ax.set_ylabel(METRICS[metric])
         ax.set_xlim(0, 105)
+        _from_zero(ax)
     fig.suptitle(title, fontsize=10)
     _legend(fig, axes)
     return fig
@@ -173,26 +212,27 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
 
 def by_batch(points: list[dict], metric: str, budget, title: str) -> MplFigure:
     """metric against batch size at one budget; one line per method, the baseline dashed."""
-    fig, (ax,) = _figure(1, width=7.0)
+    fig, (ax,) = _figure(1)
     rows = [r for r in points if r["config"]["method"] == "none" or r["config"].get("budget") == budget]
-    for method in _methods(rows):
-        mine = sorted(
-            (r for r in rows if r["config"]["method"] == method), key=lambda r: r["config"]["batch_size"]
-        )
-        label = "all tokens (baseline)" if method == "none" else f"{method} {budget_label(budget)}"
+    seen: dict[str, int] = {}
+    for method, label, mine in _series_of(rows, _param_labels(rows)):
+        mine = sorted(mine, key=lambda r: r["config"]["batch_size"])
+        style = _style(method, seen.get(method, 0)) if method != "none" else {"linestyle": "--"}
+        seen[method] = seen.get(method, 0) + 1
         _series(
             ax,
             [(r["config"]["batch_size"], r) for r in mine],
             metric,
             COLOURS.get(method),
-            label=label,
-            linestyle="--" if method == "none" else "-",
+            label="all tokens (baseline)" if method == "none" else f"{label} {budget_label(budget)}",
+            linestyle=style["linestyle"],
         )
     batches = sorted({r["config"]["batch_size"] for r in rows})
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.set_xlabel("batch size (images per request)")
     ax.set_ylabel(METRICS[metric])
+    _from_zero(ax)
     fig.suptitle(title, fontsize=10)
     _legend(fig, [ax])
     return fig
@@ -204,7 +244,7 @@ def phases(points: list[dict], title: str) -> MplFigure | None:
     if not rows:
         return None
     batches = sorted({r["config"]["batch_size"] for r in rows})
-    fig, axes = _figure(len(batches), width=4.8, height=0.5 + 0.42 * len(rows) / len(batches) + 1.2)
+    fig, axes = _figure(len(batches), height=0.5 + 0.42 * len(rows) / len(batches) + 1.2)
     for ax, batch in zip(axes, batches, strict=True):
         mine = sorted(
             (r for r in rows if r["config"]["batch_size"] == batch),
@@ -236,7 +276,7 @@ def boundaries(rows: list[dict], title: str) -> MplFigure:
     """
     budgets = list(dict.fromkeys(budget_label(r["budget"]) for r in rows))
     methods = _methods([{"config": {"method": r["method"]}} for r in rows])
-    fig, (ax,) = _figure(1, width=max(6.0, 1.6 * len(budgets) * max(1, len(methods)) / 2), height=3.8)
+    fig, (ax,) = _figure(1, height=3.8)
     width = min(0.8 / max(len(methods), 1), 0.3)
     for i, method in enumerate(methods):
         for r in (r for r in rows if r["method"] == method):
@@ -290,7 +330,7 @@ def compare(groups: dict[str, list[dict]], metric: str, title: str) -> MplFigure
         key=lambda r: (r["config"]["batch_size"], method_key(r)),
     )
     labels = list(dict.fromkeys(_bar_label(r) for r in records))
-    fig, (ax,) = _figure(1, width=max(7.0, 1.15 * len(labels)), height=3.8)
+    fig, (ax,) = _figure(1, width=1.15 * len(labels), height=3.8)
     width = 0.8 / len(machines)
     palette = ["#2a6f97", "#d1495b", "#66a182", "#e09f3e", "#8d6a9f"]
     for i, name in enumerate(machines):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,18 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'600x600' -> (width, height) in pixels."""
+    """'600x600' -> (width, height) in pixels, at most Pillow's decompression-bomb limit."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match or min(int(match[1]), int(match[2])) < 1:
         raise InputError(f"image size must look like WIDTHxHEIGHT in pixels (e.g. 600x600), got {text!r}")
-    return int(match[1]), int(match[2])
+    width, height = int(match[1]), int(match[2])
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        raise InputError(
+            f"image size {width}x{height} is {width * height / 1e6:.0f} megapixels, above the "
+            f"{limit / 1e6:.0f}-megapixel limit (Pillow's decompression-bomb limit): use a smaller size"
+        )
+    return width, height
 
 
 def synthetic_image(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -59,8 +67,13 @@ def folder_images(folder: Path, count: int) -> list[Image.Image]:
 
 
 def load_image(path: Path) -> Image.Image:
+    """An RGB picture; one above Pillow's decompression-bomb limit is refused, not decoded."""
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
     except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from exc
+        raise InputError(f"cannot read image {path}: {exc}") from None

@@ -150,15 +150,34 @@ def _entry(source: str, i: int, entry) -> MethodEntry:
     return result
 
 
+SHIPPED = Path(__file__).parent  # paper.toml, smoke.toml, ...: installed with the package
+
+
+def shipped_sweeps() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.toml"))
+
+
+def find_sweep(name: str | Path) -> Path:
+    """A sweep file by path, or a shipped one by name from anywhere (`smoke`, `paper.toml`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = SHIPPED / f"{path.stem}.toml"
+    if path.parent == Path(".") and path.suffix in ("", ".toml") and shipped.is_file():
+        return shipped
+    raise InputError(f"sweep file not found: {name} (shipped sweeps, by name: {', '.join(shipped_sweeps())})")
+
+
 def load_sweep(path: Path) -> Sweep:
     """Read and check a sweep file; every problem is an InputError naming the file and key."""
     from hired.spec import FIDELITIES
 
+    path = find_sweep(path)
     source = path.name
     try:
         data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"sweep file not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"sweep file not found: {path} is a folder") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{source}: not valid TOML: {exc}") from None
     _unknown(source, "", data, TOP_KEYS)
@@ -174,9 +193,11 @@ def load_sweep(path: Path) -> Sweep:
     batch_sizes = _positive_ints(source, "batch_sizes", data["batch_sizes"])
     new_tokens = _positive_ints(source, "new_tokens", data.get("new_tokens", [15]))
     image_sizes = _image_sizes(source, data.get("image_sizes", ["600x600"]))
-    for key in ("warmup", "repeats", "seed"):
-        if key in data and data[key] < (1 if key == "repeats" else 0):
-            raise _fail(source, key, f"out of range: {data[key]}")
+    for key, low, high in (("warmup", 0, 10_000), ("repeats", 1, 10_000), ("seed", 0, 2**63 - 1)):
+        if key in data and not low <= data[key] <= high:
+            raise _fail(source, key, f"out of range: {data[key]} (allowed {low}..{high})")
+    if "<image>" in data.get("prompt", "") or not data.get("prompt", "x").strip():
+        raise _fail(source, "prompt", "must be a question without <image> (the template places the image)")
     fidelity = data.get("fidelity", "paper")
     if fidelity not in FIDELITIES:
         raise _fail(source, "fidelity", f"must be one of {', '.join(FIDELITIES)}, got {fidelity!r}")

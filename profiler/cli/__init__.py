@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from profiler.cli import boundary, env, methods, predict, run, selection, sweep
@@ -21,10 +22,23 @@ app.command()(predict.predict)
 app.command()(methods.methods)
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM. Not a KeyboardInterrupt, which Click would turn into a silent exit first."""
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
 def main() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
-    except KeyboardInterrupt:
-        err.print("interrupted: every point measured so far is in the results file", highlight=False)
+    except Interrupted:
+        from profiler.records import written
+
+        said = ", ".join(f"{n} points recorded in {path}" for path, n in written.items())
+        err.print(f"interrupted: {said or 'no point recorded'}", highlight=False)
         sys.exit(130)

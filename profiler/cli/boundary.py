@@ -11,8 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from profiler.cli import options
-from profiler.cli.common import describe, err, fail, out, progress
-from profiler.records import check_writable, new_run_id
+from profiler.cli.common import describe, err, fail, out, progress, write_failed
+from profiler.records import check_output, new_run_id
 from workloads.errors import InputError
 from workloads.presets import DEFAULT_PROMPT
 
@@ -35,6 +35,7 @@ def oom_boundary(
     repeats: options.Repeats = 1,
     seed: options.Seed = 0,
     output: options.Output = Path("results/oom-boundary.jsonl"),
+    force: options.Force = False,
 ) -> None:
     """The largest batch that fits, per method x budget: galloping (1, 2, 4, ...) then binary search.
 
@@ -43,6 +44,7 @@ def oom_boundary(
     """
     try:
         options.check_counts(1, new_tokens, warmup, repeats)
+        options.check_seed(seed)
         if max_batch < 1:
             raise InputError(f"--max-batch must be at least 1, got {max_batch}")
         cap_gib = options.parse_cap(memory_cap)
@@ -61,8 +63,9 @@ def oom_boundary(
             repeats=repeats,
             seed=seed,
         )
-        check_writable(output)
-        options.check_plan(plan.points)
+        check_output(output)
+        require_gpu(device)
+        options.check_to_measure(plan.points, force)
         from profiler.session import open_runner
 
         with err.status("building the model…"):
@@ -80,11 +83,12 @@ def oom_boundary(
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
     from profiler.boundary import find_boundaries
+    from profiler.records import WriteFailed
 
-    with closing(runner):
+    with closing(runner), progress() as bar:
         describe(runner)
-        with progress() as bar:
-            task = bar.add_task("probing", total=None)
+        task = bar.add_task("probing", total=None)
+        try:
             rows = find_boundaries(
                 runner,
                 plan.points,
@@ -93,6 +97,8 @@ def oom_boundary(
                 cap_gib,
                 lambda text: bar.update(task, description=text),
             )
+        except WriteFailed as exc:
+            raise write_failed(exc, [exc.record]) from None
     table = Table(
         title=f"largest batch that fits ({'cap ' + f'{cap_gib:.1f} GiB' if cap_gib else 'whole card'})",
         title_justify="left",
@@ -113,3 +119,14 @@ def oom_boundary(
             table.add_row("", "", f"[red]stopped[/]: {escape(r['stopped_by'])}", "", "", "")
     out.print(table)
     err.print(f"probes and boundaries appended to {output}", highlight=False)
+
+
+def require_gpu(device: str) -> None:
+    """Out-of-memory boundaries are a GPU's: a CPU swaps and slows long before it fails."""
+    from workloads.models import resolve_device
+
+    if resolve_device(device).type != "cuda":
+        raise InputError(
+            "oom-boundary looks for the batch where a GPU runs out of memory; without a GPU there is none "
+            "to find: use hired-bench predict --gpu-memory SIZE (any card, no GPU needed)"
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -84,10 +86,10 @@ def measure(
     Returns (records, the runners used); a py-spy flamegraph covers the measuring when asked for.
     """
     from profiler.pyspy import PySpyError, start_py_spy, stop_py_spy
-    from profiler.records import new_run_id
+    from profiler.records import WriteFailed, new_run_id
     from profiler.sweep import run_points
 
-    records, runners, spies = [], [], []
+    records, runners, spies, started = [], [], [], []
 
     def on_model(runner) -> None:
         describe(runner)
@@ -105,6 +107,7 @@ def measure(
 
             def on_point(point) -> None:
                 done[0] = 0
+                started.append(time.perf_counter())
                 bar.update(
                     task, description=f"{point.model} {point.method} @ {point.label} batch {point.batch_size}"
                 )
@@ -128,7 +131,39 @@ def measure(
                 # a failed or isolated point did not report all its requests: count the rest as done
                 bar.advance(task, record["config"]["warmup"] + record["config"]["repeats"] - done[0])
                 records.append(record)
+                if len(records) == 1 and len(points) > 1 and sweep is not None:
+                    say_eta(time.perf_counter() - started[0], points)
+    except WriteFailed as exc:
+        raise write_failed(exc, [exc.record]) from None
     finally:
         for spy in spies:
             stop_py_spy(spy)
     return records, runners
+
+
+def say_eta(first_s: float, points: list) -> None:
+    """After the first point: how long the rest should take, scaled by their requests."""
+    first = points[0].warmup + points[0].repeats
+    rest = sum(p.warmup + p.repeats for p in points[1:])
+    eta = first_s / max(first, 1) * rest
+    when = f"{eta / 60:.0f} min" if eta >= 120 else f"{eta:.0f} s"
+    err.print(
+        f"first point took {first_s:.1f} s; about {when} for the other {len(points) - 1} "
+        "(larger batches take longer)",
+        highlight=False,
+    )
+
+
+def write_failed(exc, unwritten: list[dict]) -> typer.Exit:
+    """A results file that refuses a write: the records not written go to stdout, one line says why."""
+    for record in unwritten:
+        print(json.dumps(record))
+    config = exc.record.get("config") or {}
+    what = f"{config.get('method', exc.record.get('kind', 'a record'))} at batch {config.get('batch_size')}"
+    err.print(
+        f"[bold red]error:[/] cannot write to {exc.path} ({exc.reason}) while recording {what}: every "
+        f"earlier record is intact; {len(unwritten)} unwritten record(s) printed on stdout",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return typer.Exit(code=1)

@@ -5,6 +5,7 @@ Commands declare `model: options.Model = "auto"`; the default is the command's, 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -80,6 +81,13 @@ MemoryCap = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Force = Annotated[
+    bool,
+    typer.Option(
+        help="Run even where the memory model says the model does not fit, or a CPU would take hours."
+    ),
+]
+SEED_LIMIT = 2**63 - 1  # torch generators take 64-bit seeds
 
 
 def parse_budget(text: str) -> float | None:
@@ -141,6 +149,11 @@ def plan_command(
     )
 
 
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= SEED_LIMIT:
+        raise InputError(f"--seed must be a whole number in 0..2**63-1, got {seed}")
+
+
 def check_counts(batch: int, new_tokens: int, warmup: int, repeats: int) -> None:
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
@@ -159,11 +172,24 @@ def make_inputs(
     image_size: list[str] | None, images: Path | None, prompt: str, new_tokens: int, batch: int = 1
 ) -> Inputs:
     """The requests' inputs; a folder's pictures are opened here once, so a bad one is refused now."""
+    check_prompt(prompt)
+    if images is not None and image_size:
+        raise InputError(
+            "--images and --image-size exclude each other: pictures from a folder keep their sizes"
+        )
     if images is not None:
         folder_images(images, batch)
         return Inputs(None, str(images), new_tokens, prompt)
     sizes = tuple(parse_size(s) for s in image_size or ["600x600"])
     return Inputs(sizes, None, new_tokens, prompt)
+
+
+def check_prompt(prompt: str) -> None:
+    """The prompt is the question: the image placeholder is the template's, once."""
+    if "<image>" in prompt:
+        raise InputError("--prompt must not contain <image>: the chat template places the image itself")
+    if not prompt.strip():
+        raise InputError("--prompt is empty")
 
 
 def parse_cap(text: str | None) -> float | None:
@@ -183,12 +209,16 @@ def check_artifact(path: Path | None, suffix: str) -> None:
         return
     if path.suffix.lower() != suffix:
         raise InputError(f"{path.name}: expected a {suffix} file")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: name a file")
     if not path.parent.is_dir():
         raise InputError(f"folder does not exist: {path.parent}")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise InputError(f"folder is not writable: {path.parent}")
 
 
 def check_plan(points: list, where: str = "") -> None:
-    """Every model the points need can be built here (device, dtype, name, weights), and every point's
+    """Every model the points need can be built here (device, dtype, name, weights) and every point's
     parameters fit its model's shape (layer ranges): refused before any model is built."""
     from profiler.memory import memory_cap_fraction, parse_gib
     from workloads.models import check_model, resolve_device
@@ -206,3 +236,11 @@ def check_plan(points: list, where: str = "") -> None:
         check_params(points)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def check_to_measure(points: list, force: bool, where: str = "", generates: bool = True) -> None:
+    """check_plan, then the guards of profiler.guards (memory, CPU time, context, token counts, inputs)."""
+    from profiler.guards import check_model_fits
+
+    check_plan(points, where)
+    check_model_fits(points, force, generates)

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from profiler.cli import options
-from profiler.cli.common import err, fail, out
-from profiler.records import append_record, check_writable
+from profiler.cli.common import err, fail, out, write_failed
+from profiler.records import WriteFailed, append_record, check_output
 from workloads.errors import InputError
 from workloads.presets import DEFAULT_PROMPT
 
@@ -40,6 +40,10 @@ def predict(
 
     try:
         memory_gib, overhead_gib = parse_gib(gpu_memory), parse_gib(overhead)
+        if memory_gib <= overhead_gib:
+            raise ValueError(
+                f"--gpu-memory {gpu_memory} leaves nothing for PyTorch after the {overhead} --overhead"
+            )
     except ValueError as exc:
         raise fail(str(exc)) from None
     try:
@@ -50,7 +54,7 @@ def predict(
         inputs = options.make_inputs(image_size, None, prompt, new_tokens)
         plan = options.plan_command(method, budget, fidelity, param, model, inputs)
         if output is not None:
-            check_writable(output)
+            check_output(output)
         from profiler.memory_model import predictions
 
         with err.status("reading the model's shape…"):
@@ -81,5 +85,9 @@ def predict(
         highlight=False,
     )
     if output is not None:
-        for r in rows:
-            append_record(output, {"kind": "prediction", "schema_version": 1, **r})
+        lines = [{"kind": "prediction", "schema_version": 1, **r} for r in rows]
+        for i, line in enumerate(lines):
+            try:
+                append_record(output, line)
+            except WriteFailed as exc:
+                raise write_failed(exc, lines[i:]) from None

@@ -11,7 +11,7 @@ import typer
 from profiler.cli import options
 from profiler.cli.common import err, fail, measure, out, print_warnings
 from profiler.console import results_table
-from profiler.records import check_writable
+from profiler.records import check_output
 from workloads.errors import InputError
 from workloads.presets import DEFAULT_PROMPT
 
@@ -51,6 +51,7 @@ def run(
         Path | None,
         typer.Option("--py-spy", help="Write a py-spy flamegraph (SVG) of the host side of the run."),
     ] = None,
+    force: options.Force = False,
     torch_trace: Annotated[
         Path | None,
         typer.Option(
@@ -61,6 +62,7 @@ def run(
     """Measure METHOD at BUDGET and the full-token baseline on the same inputs; print a table with ratios."""
     try:
         options.check_counts(batch, new_tokens, warmup, repeats)
+        options.check_seed(seed)
         options.check_weights(weights)
         cap_gib = options.parse_cap(memory_cap)
         for path, suffix in ((py_spy, ".svg"), (torch_trace, ".json")):
@@ -82,9 +84,9 @@ def run(
             repeats=repeats,
             seed=seed,
         )
-        check_writable(output)
+        check_output(output)
         # torch and transformers load from here on (seconds), after the checks that need neither
-        options.check_plan(plan.points)
+        options.check_to_measure(plan.points, force)
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
 

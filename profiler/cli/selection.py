@@ -33,12 +33,14 @@ def show_selection(
     try:
         if method == "all":
             raise InputError("show-selection draws one method at a time")
+        options.check_seed(seed)
         if len(options.parse_budgets(budget)) != 1:
             raise InputError("show-selection draws one budget at a time")
         if out.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise InputError(f"--out must end in .png, .svg or .pdf, got {out.name!r}")
         if not out.parent.is_dir():
             raise InputError(f"folder for --out does not exist: {out.parent}")
+        options.check_artifact(out, out.suffix.lower())
         picture = load_image(image)
         plan = options.plan_command(
             method,
@@ -54,7 +56,7 @@ def show_selection(
             seed=seed,
         )
         (point,) = plan.points
-        options.check_plan(plan.points)
+        options.check_to_measure(plan.points, force=False, generates=False)
         from workloads.models import load_model
 
         with err.status("building the model…"):
@@ -96,5 +98,12 @@ def show_selection(
             "random weights: the attention, so the choice of tokens, is meaningless; only the counts are real"
         )
     figure = draw_selection(pictures, layout, selection, title, note)
-    figure.savefig(out, dpi=110)
+    partial = out.with_name(f".{out.name}.partial")
+    try:  # a whole picture or none: written aside, then renamed over the target
+        figure.savefig(partial, dpi=110, format=out.suffix.lower().lstrip("."))
+        partial.replace(out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        err.print(f"[bold red]error:[/] cannot write {out}: {exc.strerror or exc}", highlight=False)
+        raise typer.Exit(code=1) from None
     err.print(f"{title}\nwrote {out}", highlight=False, soft_wrap=True)

@@ -10,12 +10,12 @@ import typer
 from profiler.cli import options
 from profiler.cli.common import err, fail, measure, out
 from profiler.console import results_table
-from profiler.records import check_writable
+from profiler.records import check_output
 from workloads.errors import InputError
 
 
 def sweep(
-    file: Annotated[Path, typer.Argument(help="Sweep file (TOML), e.g. workloads/smoke.toml.")],
+    file: Annotated[Path, typer.Argument(help="Sweep file (TOML), or a shipped one by name: smoke, paper.")],
     resume: Annotated[
         bool, typer.Option(help="Run only the points that have no record in the output yet.")
     ] = False,
@@ -26,20 +26,29 @@ def sweep(
     output: Annotated[
         Path | None, typer.Option(help="JSON Lines file for the records (default: the file's `output`).")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            help="Print the plan (points, predicted peak memory, predicted OOMs) and measure nothing."
+        ),
+    ] = False,
+    force: options.Force = False,
 ) -> None:
     """Measure the grid in FILE: methods x budgets x batch sizes x image sizes x models, point by point."""
-    from profiler.sweep import pending_points, repair_tail
+    from profiler.sweep import pending_points
     from workloads.sweep import load_sweep
 
     try:
         spec = load_sweep(file)
         output = output or spec.output
-        check_writable(output)
-        options.check_plan(spec.points, f"{file.name}: models: ")
+        check_output(output)
+        if dry_run:
+            options.check_plan(spec.points, f"{spec.name}.toml: models: ")
+            print_plan(spec)
+            return
+        options.check_to_measure(spec.points, force, f"{spec.name}.toml: models: ")
     except InputError as exc:
         raise fail(str(exc)) from None
-    if cut := repair_tail(output):
-        err.print(f"removed a half-written last record ({cut} bytes) from {output}", highlight=False)
     todo = pending_points(spec.points, output, resume)
     done = len(spec.points) - len(todo)
     err.print(
@@ -59,6 +68,44 @@ def sweep(
     )
     if counts["error"]:
         raise typer.Exit(code=1)
+
+
+def print_plan(spec) -> None:
+    """--dry-run: every point with its predicted peak memory and whether it would run out of memory."""
+    from rich.table import Table
+
+    from profiler.guards import check_model_fits
+    from profiler.memory_model import plan_predictions
+
+    rows = plan_predictions(spec.points)
+    table = Table(
+        title=f"sweep {spec.name}: {len(spec.points)} points (nothing measured)", title_justify="left"
+    )
+    for name in ("model", "method", "budget", "params", "batch", "images", "new tokens", "peak GiB", "fits"):
+        table.add_column(name, justify="left" if name in ("model", "method", "params", "images") else "right")
+    for point, row in zip(spec.points, rows, strict=True):
+        table.add_row(
+            point.model,
+            point.method,
+            point.label,
+            " ".join(f"{k}={v}" for k, v in point.params.items()) or "–",
+            str(point.batch_size),
+            "+".join(f"{w}x{h}" for w, h in point.image_sizes or []) or str(point.images),
+            str(point.new_tokens),
+            "n/a" if row["peak_gib"] is None else f"{row['peak_gib']:.1f}",
+            row["fits"],
+        )
+    out.print(table)
+    requests = sum(p.warmup + p.repeats for p in spec.points)
+    out.print(
+        f"{requests} requests in all; {spec.duplicates} duplicate points dropped; peaks are the memory "
+        "model's (weights + the largest phase, PyTorch-allocated), against the memory_cap or this GPU",
+        highlight=False,
+    )
+    try:
+        check_model_fits(spec.points, force=False)
+    except InputError as exc:
+        out.print(f"running it here would be refused: {exc}", highlight=False)
 
 
 def print_sweep(records: list[dict]) -> None:
