@@ -4,7 +4,7 @@ VENV ?= .venv
 VENV_ARGS ?=
 # Without an NVIDIA GPU, torch is installed first from this spec so that nothing pulls CUDA packages.
 CPU_TORCH ?= torch==2.13.0
-# make report reads these result files or folders (a committed study: RESULTS=reports/studies/<gpu>)
+# make report reads these result files or folders (several: RESULTS="results other/run.jsonl")
 RESULTS ?= results
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -24,7 +24,7 @@ bench: install
 	$(BIN)/hired-bench run --budget 0.2 --batch 4
 
 smoke: install
-	$(BIN)/hired-bench sweep workloads/smoke.toml
+	$(BIN)/hired-bench sweep smoke
 
 report: install
 	$(BIN)/hired-bench report $(RESULTS) --out reports/out

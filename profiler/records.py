@@ -11,7 +11,6 @@ counted with its reason.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import math
@@ -114,7 +113,9 @@ def check_output(path: Path) -> None:
         if not os.access(path, os.R_OK | os.W_OK):
             raise InputError(f"cannot write results to {path}: permission denied")
         with open(path, "rb") as f:
-            first = f.readline(FIRST_LINE_LIMIT).strip()
+            first = b""
+            while not first and (line := f.readline(FIRST_LINE_LIMIT)):
+                first = line.strip()
         if first and not is_record(parse_line(first)[0]):
             raise InputError(
                 f"{path} is not a hired-bench results file (its first line is not a record): "
@@ -143,6 +144,7 @@ def _finite(value):
 
 def append_record(path: Path, record: dict) -> None:
     """Append one record as one whole line, locked and fsync'd; WriteFailed if the disk refuses it."""
+    path = Path(path)
     line = (json.dumps(_finite(record), separators=(",", ":"), allow_nan=False) + "\n").encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,8 +156,9 @@ def append_record(path: Path, record: dict) -> None:
         _repair_tail(path, fd)
         size = os.fstat(fd).st_size
         try:
-            if os.write(fd, line) != len(line):
-                raise OSError(errno.ENOSPC, "short write (disk full?)")
+            view = memoryview(line)
+            while view:  # a short write is retried once: a full disk then says so with its errno
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         except OSError as exc:
             os.ftruncate(fd, size)  # the file ends with its last whole line again

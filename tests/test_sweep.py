@@ -18,9 +18,8 @@ from profiler.boundary import search_boundary
 from profiler.cli import app
 from profiler.memory import GIB
 from profiler.memory_model import ModelShape, largest_batch, model_shape, predict_peak_gib
-from profiler.records import read_records
+from profiler.records import append_record, read_records
 from profiler.runner import Runner
-from profiler.records import append_record
 from profiler.sweep import pending_points
 from workloads.errors import InputError
 from workloads.presets import PRESETS

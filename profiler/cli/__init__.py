@@ -40,5 +40,5 @@ def main() -> None:
         from profiler.records import written
 
         said = ", ".join(f"{n} points recorded in {path}" for path, n in written.items())
-        err.print(f"interrupted: {said or 'no point recorded'}", highlight=False)
+        err.print(f"interrupted: {said or 'no point recorded'}", highlight=False, soft_wrap=True)
         sys.exit(130)

@@ -1,0 +1,192 @@
+"""Bad input through the real command line: one line, the right exit code, no traceback, and a results
+file given beforehand that is byte-identical afterwards (or grew only by whole valid lines)."""
+
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import profiler.guards
+from reports.cli import app
+
+RUNNER = CliRunner()
+R = "results.jsonl"
+TINY = ["--model", "tiny", "--device", "cpu"]
+SMALL_SWEEP = """
+models = ["tiny"]
+weights = "random"
+device = "cpu"
+batch_sizes = [1]
+new_tokens = [2]
+warmup = 0
+repeats = 1
+[[methods]]
+name = "hired"
+budgets = [0.2]
+"""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A garbage file, a fake picture, a folder of broken pictures, a bomb, sweep files."""
+    tmp_path = tmp_path_factory.mktemp("bad")
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (tmp_path / "garbage.jsonl").write_bytes(b'\x00\xff\xfe not json\n{"a": NaN}\n')
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.png").write_text("not a png")
+    (tmp_path / "empty").mkdir()
+    Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")  # 144 megapixels, a few KiB on disk
+    for name, text in {
+        "ok.toml": SMALL_SWEEP,
+        "typo.toml": SMALL_SWEEP.replace("batch_sizes", "batch_size"),
+        "cap.toml": 'memory_cap = "24GiB"\n' + SMALL_SWEEP,
+        "prompt.toml": 'prompt = "<image> what?"\n' + SMALL_SWEEP,
+        "seed.toml": "seed = -1\n" + SMALL_SWEEP,
+        "budget.toml": SMALL_SWEEP.replace("[0.2]", "[0.2, 7]"),
+        "broken.toml": "models = [",
+        "big.toml": SMALL_SWEEP.replace('["tiny"]', '["llava-next-7b"]'),
+    }.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+@pytest.fixture
+def place(files, monkeypatch):
+    """`files`, the working folder, with a fresh results file holding two records."""
+    monkeypatch.setattr(profiler.guards, "host_available_gib", lambda: 24.0)  # the same host everywhere
+    lines = [{"schema_version": 1, "kind": "prediction", "method": m, "memory_gib": 24} for m in "ab"]
+    (files / R).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    monkeypatch.chdir(files)
+    return files
+
+
+CASES = [
+    # run: numbers
+    (["run", *TINY, "--budget", "0"], 2, "--budget must be in (0, 1]"),
+    (["run", *TINY, "--budget", "1.5"], 2, "--budget must be in (0, 1]"),
+    (["run", *TINY, "--budget", "-0.2"], 2, "--budget must be in (0, 1]"),
+    (["run", *TINY, "--budget", "nan"], 2, "--budget must be in (0, 1]"),
+    (["run", *TINY, "--budget", "inf"], 2, "--budget must be in (0, 1]"),
+    (["run", *TINY, "--budget", "lots"], 2, "--budget must be a fraction"),
+    (["run", *TINY, "--budget", "0.2,,0.4"], 2, "got ''"),
+    (["run", *TINY, "--budget", ""], 2, "got ''"),
+    (["run", *TINY, "--budget", "1e-9"], 2, "keeps 0 of the 2880 visual tokens"),
+    (["run", *TINY, "--batch", "0"], 2, "--batch must be at least 1"),
+    (["run", *TINY, "--batch", "-3"], 2, "--batch must be at least 1"),
+    (["run", *TINY, "--batch", "99999"], 2, "the inputs of one request alone take"),
+    (["run", *TINY, "--new-tokens", "0"], 2, "--new-tokens must be at least 1"),
+    (["run", *TINY, "--new-tokens", "100000"], 2, "beyond the model's 4096-token context"),
+    (["run", *TINY, "--warmup", "-1"], 2, "--warmup must be >= 0"),
+    (["run", *TINY, "--repeats", "0"], 2, "--repeats >= 1"),
+    (["run", *TINY, "--seed", "-1"], 2, "--seed must be a whole number"),
+    (["run", *TINY, "--seed", str(2**70)], 2, "--seed must be a whole number"),
+    # run: methods and their parameters
+    (["run", *TINY, "--method", "magic"], 2, "unknown method 'magic'"),
+    (["run", *TINY, "--method", "hired", "--budget", "adaptive"], 2, "needs a numeric budget"),
+    (["run", *TINY, "--method", "prumerge", "--fidelity", "reference"], 2, "adaptive only"),
+    (["run", *TINY, "--method", "random", "--fidelity", "reference"], 2, "no 'reference' fidelity"),
+    (["run", *TINY, "--fidelity", "exact"], 2, "unknown fidelity 'exact'"),
+    (["run", *TINY, "--param", "alpha"], 2, "--param must look like NAME=VALUE"),
+    (["run", *TINY, "--param", "alpha=lots"], 2, "alpha must be a float"),
+    (["run", *TINY, "--param", "alpha=2"], 2, "alpha must be in [0, 1]"),
+    (["run", *TINY, "--param", "l_final=99"], 2, "l_final must be a vision layer in 0..3"),
+    (["run", *TINY, "--method", "all", "--param", "colour=1"], 2, "no method measured takes"),
+    (["run", *TINY, "--method", "none", "--param", "alpha=0.3"], 2, "none takes no such parameter"),
+    # run: model, weights, device
+    (["run", "--model", "no-such-model"], 2, "unknown model 'no-such-model'"),
+    (["run", *TINY, "--weights", "pretrained"], 2, "no local weights for tiny"),
+    (["run", *TINY, "--weights", "sometimes"], 2, "unknown --weights"),
+    (["run", *TINY, "--dtype", "int3"], 2, "unknown dtype"),
+    (["run", "--model", "tiny", "--device", "tpu"], 2, "unknown device 'tpu'"),
+    (["run", "--model", "tiny", "--device", "cuda"], 2, "torch sees no CUDA GPU"),
+    (["run", "--model", "tiny", "--device", "cuda:7"], 2, "torch sees no CUDA GPU"),
+    (["run", *TINY, "--memory-cap", "24GiB"], 2, "needs a CUDA device"),
+    (["run", *TINY, "--memory-cap", "lots"], 2, "--memory-cap: memory size must look like"),
+    (["run", "--model", "llava-next-7b", "--device", "cpu"], 2, "needs about"),
+    (
+        ["run", "--model", "llava-next-7b", "--device", "cpu", "--dtype", "bfloat16", "--batch", "1"],
+        2,
+        "is a GPU workload",
+    ),
+    # run: images and prompt
+    (["run", *TINY, "--images", "/nonexistent/folder"], 2, "image folder not found"),
+    (["run", *TINY, "--images", "empty"], 2, "no images"),
+    (["run", *TINY, "--images", "broken"], 2, "cannot read image"),
+    (["run", *TINY, "--images", ".", "--batch", "1"], 2, "cannot read image"),
+    (["run", *TINY, "--images", "broken", "--image-size", "600x600"], 2, "exclude each other"),
+    (["run", *TINY, "--image-size", "600by600"], 2, "must look like WIDTHxHEIGHT"),
+    (["run", *TINY, "--image-size", "0x600"], 2, "must look like WIDTHxHEIGHT"),
+    (["run", *TINY, "--image-size", "100000x100000"], 2, "decompression-bomb limit"),
+    (["run", *TINY, "--prompt", "<image> what is it?"], 2, "must not contain <image>"),
+    (["run", *TINY, "--prompt", "  "], 2, "--prompt is empty"),
+    # run: outputs
+    (["run", *TINY, "--output", "empty"], 2, "not a regular file"),
+    (["run", *TINY, "--output", "photo.jpg"], 2, "is not a hired-bench results file"),
+    (["run", *TINY, "--output", "ok.toml"], 2, "is not a hired-bench results file"),
+    (["run", *TINY, "--output", "garbage.jsonl"], 2, "is not a hired-bench results file"),
+    (["run", *TINY, "--output", "/dev/full"], 2, "not a regular file"),
+    (["run", *TINY, "--output", "photo.jpg/r.jsonl"], 2, "is not a folder"),
+    (["run", *TINY, "--py-spy", "host.txt"], 2, "expected a .svg file"),
+    (["run", *TINY, "--py-spy", "/nonexistent/host.svg"], 2, "folder does not exist"),
+    (["run", *TINY, "--torch-trace", "trace.txt"], 2, "expected a .json file"),
+    # sweep
+    (["sweep", "no-such.toml"], 2, "sweep file not found"),
+    (["sweep", "empty"], 2, "sweep file not found"),
+    (["sweep", "broken.toml"], 2, "not valid TOML"),
+    (["sweep", "typo.toml"], 2, "did you mean 'batch_sizes'"),
+    (["sweep", "budget.toml"], 2, 'budgets are fractions in (0, 1] or "adaptive"'),
+    (["sweep", "cap.toml"], 2, "needs a CUDA device"),
+    (["sweep", "prompt.toml"], 2, "without <image>"),
+    (["sweep", "seed.toml"], 2, "seed: out of range"),
+    (["sweep", "big.toml"], 2, "llava-next-7b"),
+    (["sweep", "ok.toml", "--output", "photo.jpg"], 2, "is not a hired-bench results file"),
+    # oom-boundary, predict
+    (["oom-boundary", *TINY], 2, "use hired-bench predict"),
+    (["oom-boundary", *TINY, "--max-batch", "0"], 2, "--max-batch must be at least 1"),
+    (["predict", "--gpu-memory", "0"], 2, "leaves nothing for PyTorch"),
+    (["predict", "--gpu-memory", "lots"], 2, "memory size must look like"),
+    (["predict", "--gpu-memory", "24GiB", "--dtype", "int8"], 2, "unknown --dtype"),
+    (
+        ["predict", "--gpu-memory", "24GiB", "--method", "hired", "--budget", "0.2,adaptive"],
+        2,
+        "needs a numeric budget",
+    ),
+    # show-selection
+    (["show-selection", "--image", "bomb.png", *TINY], 2, "decompression bomb"),
+    (["show-selection", "--image", "missing.png", *TINY], 2, "cannot read image"),
+    (["show-selection", "--image", "bomb.png", *TINY, "--method", "all"], 2, "one method at a time"),
+    (["show-selection", "--image", "bomb.png", *TINY, "--out", "sel.txt"], 2, "--out must end in .png"),
+    (["show-selection", "--image", "bomb.png", *TINY, "--seed", "-1"], 2, "--seed must be a whole number"),
+    # report, compare, env
+    (["report", "nope.jsonl"], 2, "results not found"),
+    (["report", "empty"], 2, "no .jsonl result files"),
+    (["report", "garbage.jsonl"], 2, "no usable result records"),
+    (["report", R, "--out", "photo.jpg"], 2, "is a file, not a folder"),
+    (["compare", R], 2, "needs results from two machines"),
+    (["env", "--device", "cuda"], 2, "torch sees no CUDA GPU"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), CASES, ids=[" ".join(c[0])[:60] for c in CASES])
+def test_bad_input(place, args, code, message):
+    results = place / R
+    before = results.read_bytes()
+    output = (
+        []
+        if {"--output", "report", "compare", "env", "predict", "show-selection"} & set(args)
+        else ["--output", R]
+    )
+    result = RUNNER.invoke(app, [*args, *output])
+    said = result.stderr.strip().splitlines()
+    assert result.exit_code == code, result.stderr + result.stdout
+    assert "Traceback" not in result.output and not isinstance(result.exception, AssertionError)
+    assert len(said) == 1 and said[0].startswith("error:") and message in said[0], said
+    after = results.read_bytes()
+    assert after.startswith(before)
+    assert all(json.loads(line)["schema_version"] == 1 for line in after[len(before) :].splitlines())
+
+
+def test_enough_bad_inputs():
+    assert len(CASES) >= 60
