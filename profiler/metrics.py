@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+# the per-request scalars every record keeps as stats objects
+SCALAR_METRICS = (
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "decode_tokens_per_s",
+    "e2e_tokens_per_s",
+    "prefill_tokens_per_s",
+)
 PHASES = ("preprocess", "vision", "select", "project", "prefill", "decode")
 # the time point that ends each phase; prefill ends at the first token, decode at the end
 PHASE_ENDS = ("preprocess", "vision", "select", "project", "first_token", "end")

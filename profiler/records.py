@@ -122,13 +122,19 @@ def check_output(path: Path) -> None:
                 "choose another --output"
             )
         return
-    folder = path.parent
+    if problem := why_not_creatable(path.parent):
+        raise InputError(f"cannot write results to {path}: {problem}")
+
+
+def why_not_creatable(folder: Path) -> str | None:
+    """Why `folder` (or the folders to create on the way to it) cannot hold new files; None if it can."""
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir():
-        raise InputError(f"cannot write results to {path}: {folder} is not a folder")
+        return f"{folder} is not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write results to {path}: {folder} is not writable")
+        return f"{folder} is not writable"
+    return None
 
 
 def _finite(value):

@@ -17,7 +17,7 @@ from transformers import LogitsProcessorList
 from hired.glue import PreparedBatch, pad_id, prepare_batch, vision_shape
 from hired.methods import METHODS, method_params
 from profiler.memory import Nvml, SamplerProcess, SamplerReading, gib, reset_torch_peak, torch_peak_gib
-from profiler.metrics import PHASES, request_metrics
+from profiler.metrics import PHASES, SCALAR_METRICS, request_metrics
 from profiler.records import error_message, make_record
 from profiler.stats import coefficient_of_variation, summarize
 from profiler.timing import StepClock, Timeline
@@ -25,15 +25,6 @@ from workloads.models import LoadedModel
 from workloads.plan import Point, Workload, build_workload
 
 __all__ = ["Point", "Runner", "Workload", "run_request"]
-
-SCALAR_METRICS = (
-    "ttft_s",
-    "tpot_s",
-    "e2e_s",
-    "decode_tokens_per_s",
-    "e2e_tokens_per_s",
-    "prefill_tokens_per_s",
-)
 
 
 @dataclass

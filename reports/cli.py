@@ -42,15 +42,10 @@ def cannot_write(out: Path, exc: OSError) -> typer.Exit:
 
 def check_out(out: Path) -> None:
     """The report's folder: a folder (or creatable), writable."""
-    import os
+    from profiler.records import why_not_creatable
 
-    folder = out
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise fail(f"--out {out}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise fail(f"--out {out}: {folder} is not writable")
+    if problem := why_not_creatable(out):
+        raise fail(f"--out {out}: {problem}")
 
 
 @app.command()

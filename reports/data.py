@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from profiler.metrics import peak_memory_gib
+from profiler.metrics import SCALAR_METRICS, peak_memory_gib
 from profiler.records import KINDS, SCHEMA_VERSION, STATUSES, iter_lines
 
 METHOD_ORDER = ["none", "hired", "prumerge", "prumerge+", "random", "pool"]
@@ -52,17 +52,6 @@ def _whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-# the metrics reports read, each a stats object ({"median": ..., ...}) or null
-STATS_METRICS = (
-    "ttft_s",
-    "tpot_s",
-    "e2e_s",
-    "decode_tokens_per_s",
-    "e2e_tokens_per_s",
-    "prefill_tokens_per_s",
-)
-
-
 def problem(record: dict) -> str | None:
     """Why a parsed line is not a record this suite can use, or None when it is."""
     version = record.get("schema_version")
@@ -103,7 +92,7 @@ def problem(record: dict) -> str | None:
     if record["status"] == "ok":
         if not isinstance(metrics, dict):
             return "an ok record with null metrics"
-        for name in STATS_METRICS:
+        for name in SCALAR_METRICS:
             stats = metrics.get(name)
             if stats is not None and not (isinstance(stats, dict) and _number(stats.get("median"))):
                 return f"metrics.{name} is not a stats object"

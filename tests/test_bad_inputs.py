@@ -163,7 +163,7 @@ CASES = [
     (["report", "nope.jsonl"], 2, "results not found"),
     (["report", "empty"], 2, "no .jsonl result files"),
     (["report", "garbage.jsonl"], 2, "no usable result records"),
-    (["report", R, "--out", "photo.jpg"], 2, "is a file, not a folder"),
+    (["report", R, "--out", "photo.jpg"], 2, "is not a folder"),
     (["compare", R], 2, "needs results from two machines"),
     (["env", "--device", "cuda"], 2, "torch sees no CUDA GPU"),
 ]
