@@ -120,13 +120,8 @@ def check_model_fits(points, force: bool, generates: bool = True) -> None:
     from hired.spec import method_params, shape_of
     from profiler.memory import GIB
     from profiler.memory_model import CUDA_CONTEXT_GIB
-    from workloads.models import (
-        model_config,
-        prompt_text_tokens,
-        resolve_device,
-        resolve_dtype,
-        resolve_model_name,
-    )
+    from workloads.device import resolve_device, resolve_dtype, resolve_model_name
+    from workloads.models import model_config, prompt_text_tokens
 
     groups: dict[tuple, list] = {}
     for point in points:

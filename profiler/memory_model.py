@@ -163,13 +163,8 @@ def plan_predictions(points: list) -> list[dict]:
     """Per planned point: predicted peak GiB (None where the weights decide the count) and whether it
     fits the point's memory cap or this machine's GPU ("n/a" without either)."""
     from profiler.memory import GIB, parse_gib
-    from workloads.models import (
-        model_config,
-        prompt_text_tokens,
-        resolve_device,
-        resolve_dtype,
-        resolve_model_name,
-    )
+    from workloads.device import resolve_device, resolve_dtype, resolve_model_name
+    from workloads.models import model_config, prompt_text_tokens
 
     rows, cache = [], {}
     for point in points:

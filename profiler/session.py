@@ -8,8 +8,9 @@ from pathlib import Path
 from profiler.hardware import fingerprint
 from profiler.memory import Nvml, NvmlUnavailable, SamplerProcess, apply_memory_cap, gib
 from profiler.runner import Runner
+from workloads.device import resolve_device
 from workloads.errors import InputError
-from workloads.models import load_model, resolve_device
+from workloads.models import load_model
 
 
 def open_runner(

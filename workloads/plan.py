@@ -218,7 +218,8 @@ def check_params(points: list[Point]) -> None:
     the model's configuration alone: refused before any model is built. Raises ValueError."""
     from hired.methods import METHODS
     from hired.spec import method_params, shape_of
-    from workloads.models import model_config, resolve_device, resolve_model_name
+    from workloads.device import resolve_device, resolve_model_name
+    from workloads.models import model_config
 
     shapes: dict[tuple, object] = {}
     for point in points:

@@ -123,7 +123,7 @@ def oom_boundary(
 
 def require_gpu(device: str) -> None:
     """Out-of-memory boundaries are a GPU's: a CPU swaps and slows long before it fails."""
-    from workloads.models import resolve_device
+    from workloads.device import resolve_device
 
     if resolve_device(device).type != "cuda":
         raise InputError(

@@ -13,7 +13,7 @@ def env(device: options.Device = "auto", as_json: options.Json = False) -> None:
     """The hardware and software fingerprint stored in every record, and what can be measured here."""
     from profiler.hardware import fingerprint
     from profiler.memory import Nvml, NvmlUnavailable, SamplerProcess
-    from workloads.models import resolve_device
+    from workloads.device import resolve_device
 
     try:
         dev = resolve_device(device)

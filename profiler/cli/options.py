@@ -221,7 +221,8 @@ def check_plan(points: list, where: str = "") -> None:
     """Every model the points need can be built here (device, dtype, name, weights) and every point's
     parameters fit its model's shape (layer ranges): refused before any model is built."""
     from profiler.memory import memory_cap_fraction, parse_gib
-    from workloads.models import check_model, resolve_device
+    from workloads.device import resolve_device
+    from workloads.models import check_model
     from workloads.plan import check_params
 
     try:
