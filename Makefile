@@ -9,7 +9,7 @@ RESULTS ?= results
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench smoke report test lint clean
+.PHONY: install bench smoke report test lint docs clean
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ report: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+docs: install  # the methods tables of docs/methods.md, from the methods' specs
+	$(BIN)/hired-bench methods --update docs/methods.md
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ matrix is materialised and the tower keeps its fast (sdpa) attention.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -26,14 +27,23 @@ class VisionBatch:
     heads: int  # attention heads of the vision tower
     queries: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (sum P, C) CLS query
     keys: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (sum P, 1 + n, C), CLS first
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None  # the projector, for methods that need it
+    source_sizes: list[tuple[int, int]] | None = None  # (height, width) of the pictures before any resize
 
     @property
     def partitions(self) -> list[int]:
         return [layout.partitions for layout in self.layouts]
 
-    def cls_attention(self, layer: int, heads: int | None = None) -> torch.Tensor:
-        """(sum P, heads, n) softmax CLS row at the patch keys; heads=1 is full width (no head split)."""
-        return cls_attention(self.queries[layer], self.keys[layer], heads or self.heads)
+    def cls_attention(self, layer: int, heads: int | None = None, softmax: bool = True) -> torch.Tensor:
+        """(sum P, heads, n) CLS row at the patch keys; heads=1 is full width (no head split).
+
+        softmax=False gives the scaled logits q.k / sqrt(d) instead of the probabilities."""
+        return cls_attention(self.queries[layer], self.keys[layer], heads or self.heads, softmax)
+
+    def head_mean_keys(self, layer: int) -> torch.Tensor:
+        """(sum P, n, C / heads) patch keys of a layer averaged over heads (CLS dropped)."""
+        keys = self.keys[layer][:, 1:]
+        return keys.unflatten(-1, (self.heads, -1)).float().mean(-2)
 
     def split(self, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Per-image views of a (sum P, ...) tensor."""
@@ -52,17 +62,20 @@ def feature_layer_index(model) -> int:
     return shape_of(model.config).feature_layer
 
 
-def cls_attention(query_cls: torch.Tensor, keys: torch.Tensor, heads: int) -> torch.Tensor:
+def cls_attention(
+    query_cls: torch.Tensor, keys: torch.Tensor, heads: int, softmax: bool = True
+) -> torch.Tensor:
     """Softmax row of the CLS query over all keys, per head, at the patch keys: (B, heads, T-1).
 
     query_cls: (B, C) projected CLS query; keys: (B, T, C) projected keys (token 0 is CLS).
+    softmax=False: the scaled logits before the softmax.
     """
     c = keys.shape[-1]
     d = c // heads
     # one contiguous bmm against a block-diagonal (C, heads) query: the keys are read once, not per head
     blocks = torch.eye(heads, device=keys.device).repeat_interleave(d, dim=0)
     scores = (keys.float() @ (query_cls.float()[:, :, None] * blocks)).transpose(1, 2) * d**-0.5
-    return scores.softmax(dim=-1)[:, :, 1:]
+    return (scores.softmax(dim=-1) if softmax else scores)[:, :, 1:]
 
 
 @contextmanager

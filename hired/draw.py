@@ -9,6 +9,7 @@ from hired.layout import ImageLayout
 from hired.spec import Selection
 
 KEPT_EDGE = "#ffd400"
+ANCHOR_EDGE = "#00d5ff"  # where merged (contextual) tokens sit
 DROPPED = (0.0, 0.0, 0.0, 0.62)
 PADDING = (0.55, 0.55, 0.55, 0.85)
 
@@ -21,7 +22,8 @@ def partition_pictures(pixel_values: torch.Tensor, mean: list[float], std: list[
 
 
 def token_states(layout: ImageLayout, selection: Selection) -> np.ndarray:
-    """(P, side, side) per token: 0 dropped, 1 kept, 2 padding (never a candidate)."""
+    """(P, side, side) per token: 0 dropped, 1 kept, 2 padding (never a candidate), 3 where a merged
+    (contextual) token sits."""
     n = layout.side**2
     states = np.full(layout.partitions * n, 2, dtype=np.int8)
     states[layout.candidates.numpy()] = 0
@@ -29,6 +31,8 @@ def token_states(layout: ImageLayout, selection: Selection) -> np.ndarray:
         states[layout.candidates.numpy()] = 1
     else:
         states[selection.kept.cpu().numpy()] = 1
+    if selection.anchors is not None:
+        states[selection.anchors.cpu().numpy()] = 3
     return states.reshape(layout.partitions, layout.side, layout.side)
 
 
@@ -56,12 +60,15 @@ def draw_selection(
         overlay[states[p] == 0] = DROPPED
         overlay[states[p] == 2] = PADDING
         ax.imshow(overlay, extent=(0, pictures.shape[2], pictures.shape[1], 0), interpolation="nearest")
-        rows, cols = np.nonzero(states[p] == 1)
-        boxes = [Rectangle((c * cell, r * cell), cell, cell) for r, c in zip(rows, cols, strict=True)]
-        ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=KEPT_EDGE, linewidth=0.6))
+        for state, edge in ((1, KEPT_EDGE), (3, ANCHOR_EDGE)):
+            rows, cols = np.nonzero(states[p] == state)
+            boxes = [Rectangle((c * cell, r * cell), cell, cell) for r, c in zip(rows, cols, strict=True)]
+            ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=edge, linewidth=0.6))
         valid = int((states[p] != 2).sum())
         where = "base (whole image)" if p == 0 else f"sub-image {divmod(p - 1, max(npw, 1))}"
-        ax.set_title(f"{where}: {len(rows)} of {valid} kept", fontsize=9)
+        merged = int((states[p] == 3).sum())
+        extra = f" + {merged} merged" if merged else ""
+        ax.set_title(f"{where}: {int((states[p] == 1).sum())} of {valid} kept{extra}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=11)

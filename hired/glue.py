@@ -32,6 +32,7 @@ class PreparedBatch:
     kept: list[int]  # visual tokens the LLM receives, per sample
     prompt_tokens: list[int]  # full prompt length (text + visual tokens), per sample
     selections: list[Selection] | None  # None on the stock path
+    full: list[int]  # N_full per sample, of the picture as given (before a method's resize)
 
 
 def _no_mark(_name: str) -> None:
@@ -46,6 +47,19 @@ def uses_stock_path(method: Method, budget: float | None, fidelity: str) -> bool
     return fidelity == "paper" and (method.name == "none" or (budget is not None and budget >= 1.0))
 
 
+def shown_pictures(method: Method, images: list, budget: float | None, params: dict, fidelity: str, config):
+    """(pictures the model is shown, base-only flags): a method with a `prepare` step (resize) changes
+    them before preprocessing; every other method shows them as they are."""
+    if method.prepare is None or uses_stock_path(method, budget, fidelity):
+        return images, [False] * len(images)
+    plan = method.prepare([img.size for img in images], budget, params, config)
+    shown = [
+        img if size is None else img.resize(size, resample=3)
+        for img, (size, _) in zip(images, plan, strict=True)
+    ]
+    return shown, [base_only for _, base_only in plan]
+
+
 @torch.inference_mode()
 def prepare_batch(
     model,
@@ -57,18 +71,23 @@ def prepare_batch(
     params: dict,
     fidelity: str = "paper",
     mark: Callable[[str], None] = _no_mark,
+    base_only: list[bool] | None = None,
+    source_sizes: list[tuple[int, int]] | None = None,
 ) -> PreparedBatch:
     """Vision, selection and projection for one batch; `mark` is called after each of those phases.
 
-    budget: fraction of visual tokens kept, or None for a method's adaptive count.
+    budget: fraction of visual tokens kept, or None for a method's adaptive count. base_only and
+    source_sizes ((height, width) before a resize) come from `shown_pictures`.
     """
     config = model.config
-    layouts = [image_layout(tuple(size), config) for size in image_sizes]
     stock = uses_stock_path(method, budget, fidelity)
-    layers = set() if stock else method.layers(params)
-    vision = encode_images(model, pixel_values.to(model.device), layouts, layers)
-    mark("vision")
+    vision = vision_pass(
+        model, pixel_values, image_sizes, set() if stock else method.layers(params), base_only
+    )
+    vision.source_sizes = source_sizes
+    layouts = vision.layouts
     inner = model.model
+    mark("vision")
     if stock:
         mark("select")
         projected = inner.multi_modal_projector(vision.features).split(vision.partitions)
@@ -79,8 +98,7 @@ def prepare_batch(
     else:
         selections = method.select(vision, budget, fidelity, params)
         mark("select")
-        counts = [s.tokens.shape[0] for s in selections]
-        features = inner.multi_modal_projector(torch.cat([s.tokens for s in selections])).split(counts)
+        features = project_selections(inner.multi_modal_projector, selections)
     kept = [f.shape[0] for f in features]
     input_ids, attention_mask = expand_prompts(prompt_ids, kept, config.image_token_id, pad_id(model))
     input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
@@ -89,7 +107,26 @@ def prepare_batch(
     embeds[input_ids == config.image_token_id] = torch.cat(features).to(embeds.dtype)
     mark("project")
     prompt_tokens = attention_mask.sum(dim=1).tolist()
-    return PreparedBatch(embeds, attention_mask, layouts, kept, prompt_tokens, selections)
+    sources = source_sizes or [layout.image_size for layout in layouts]
+    full = [image_layout(tuple(size), config).n_full for size in sources]
+    return PreparedBatch(embeds, attention_mask, layouts, kept, prompt_tokens, selections, full)
+
+
+def vision_pass(model, pixel_values, image_sizes, layers: set[int], base_only: list[bool] | None = None):
+    """The vision tower over every partition to encode (a base-only picture: its base alone), with the
+    layers a method reads hooked and the projector at hand (hired.capture.VisionBatch)."""
+    flags = base_only or [False] * len(image_sizes)
+    layouts = [image_layout(tuple(size), model.config, f) for size, f in zip(image_sizes, flags, strict=True)]
+    vision = encode_images(model, pixel_values.to(model.device), layouts, layers)
+    vision.project = model.model.multi_modal_projector
+    return vision
+
+
+def project_selections(projector, selections: list[Selection]) -> list[torch.Tensor]:
+    """Each selection's LLM inputs: one projector call for all that are not projected already."""
+    pending = [s.tokens for s in selections if s.projected is None]
+    fresh = iter(projector(torch.cat(pending)).split([len(t) for t in pending])) if pending else iter(())
+    return [s.projected if s.projected is not None else next(fresh) for s in selections]
 
 
 def pad_id(model) -> int:

@@ -40,26 +40,32 @@ def split_budget(
 ) -> list[int]:
     """Tokens per partition [N_0, N_1, ...] summing to exactly n_budget.
 
-    N_0 = min(floor(alpha * n_budget), base_cap); sub-image i gets floor(N_sub * s_i / sum s)
-    capped at caps[i]; what the floors left goes by largest remainder (ties: lower index).
-    A capped cell's excess is re-split over the other cells in proportion to their scores
-    (water-filling), so no cell exceeds its cap and shares stay proportional; what the
-    sub-images cannot hold at all goes back to the base partition.
+    N_0 = min(floor(alpha * n_budget), base_cap); the sub-images share the rest in proportion to
+    their scores, capped (see `proportional`); what the sub-images cannot hold goes back to the base.
     """
     if n_budget > base_cap + sum(caps):
         raise ValueError(f"budget of {n_budget} tokens exceeds the {base_cap + sum(caps)} candidates")
     n0 = min(math.floor(alpha * n_budget), base_cap)
     n_sub = min(n_budget - n0, sum(caps))
-    s = [float(v) for v in scores]
+    return [n_budget - n_sub, *proportional(n_sub, [float(v) for v in scores], caps)]
+
+
+def proportional(total: int, weights: list[float], caps: list[int]) -> list[int]:
+    """Whole counts summing to `total` (at most sum(caps)): floor(total * w_i / sum w), capped.
+
+    A capped cell's excess is re-split over the other cells in proportion to their weights
+    (water-filling), so no cell exceeds its cap and shares stay proportional; what the floors leave
+    goes by largest remainder (ties: lower index). No weight left: shares by size (the caps).
+    """
     exact = [0.0] * len(caps)
     open_cells = [i for i, cap in enumerate(caps) if cap > 0]
-    remaining = float(n_sub)
+    remaining = float(total)
     while open_cells:
-        weights = [s[i] for i in open_cells]
-        if sum(weights) <= 0:  # no attention signal left: share by size
-            weights = [float(caps[i]) for i in open_cells]
-        total = sum(weights)
-        share = {i: remaining * w / total for i, w in zip(open_cells, weights, strict=True)}
+        shares = [weights[i] for i in open_cells]
+        if sum(shares) <= 0:  # no signal left: share by size
+            shares = [float(caps[i]) for i in open_cells]
+        whole = sum(shares)
+        share = {i: remaining * w / whole for i, w in zip(open_cells, shares, strict=True)}
         over = [i for i in open_cells if share[i] > caps[i]]
         if not over:
             for i, v in share.items():
@@ -70,11 +76,11 @@ def split_budget(
             remaining -= caps[i]
         open_cells = [i for i in open_cells if i not in over]
     counts = [math.floor(e + 1e-9) for e in exact]
-    left = n_sub - sum(counts)
+    left = total - sum(counts)
     order = sorted(range(len(caps)), key=lambda i: (-(exact[i] - counts[i]), i))
     for i in order[:left]:
         counts[i] += 1
-    return [n_budget - n_sub, *counts]
+    return counts
 
 
 def top_tokens(scores: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:

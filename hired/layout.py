@@ -7,7 +7,7 @@ sub-image canvas; the tokens it keeps are the candidates every method chooses fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,6 +21,7 @@ class ImageLayout:
     side: int  # patch tokens per partition side (24 for CLIP ViT-L/14 at 336 px)
     candidates: torch.Tensor  # (N_full,) flat token index p * side**2 + j, in stock order
     canvas: tuple[int, int]  # un-padded sub-image canvas (rows, cols) in patches
+    config: object = field(default=None, compare=False, repr=False)  # the model config it was laid out for
 
     @property
     def partitions(self) -> int:
@@ -41,8 +42,10 @@ class ImageLayout:
         return torch.bincount(self.candidates // self.side**2, minlength=self.partitions)
 
 
-def image_layout(image_size: tuple[int, int], config) -> ImageLayout:
-    """Layout of a (height, width) pixel image for a LlavaNextConfig, by transformers' own geometry."""
+def image_layout(image_size: tuple[int, int], config, base_only: bool = False) -> ImageLayout:
+    """Layout of a (height, width) pixel image for a LlavaNextConfig, by transformers' own geometry.
+
+    base_only: the image is encoded as its base partition alone (no sub-images)."""
     # imported here: transformers' modeling module takes seconds, and the registry must load fast
     from transformers.models.llava_next.modeling_llava_next import (
         get_anyres_image_grid_shape,
@@ -55,8 +58,8 @@ def image_layout(image_size: tuple[int, int], config) -> ImageLayout:
     n = side * side
     partitions = image_size_to_num_patches(list(image_size), config.image_grid_pinpoints, vision.image_size)
     base = torch.arange(n)
-    if partitions == 1:
-        return ImageLayout(tuple(image_size), (0, 0), side, base, (side, side))
+    if partitions == 1 or base_only:
+        return ImageLayout(tuple(image_size), (0, 0), side, base, (side, side), config)
     nph, npw = get_anyres_image_grid_shape(list(image_size), config.image_grid_pinpoints, vision.image_size)
     # canvas[y, x] = flat index of the token drawn there, laid out as pack_image_features lays features out
     rows = torch.arange(nph * side)[:, None]
@@ -65,4 +68,14 @@ def image_layout(image_size: tuple[int, int], config) -> ImageLayout:
     canvas = partition * n + (rows % side) * side + cols % side
     kept = unpad_image(canvas[None], list(image_size))[0]
     candidates = torch.cat([base, kept.reshape(-1)])
-    return ImageLayout(tuple(image_size), (nph, npw), side, candidates, tuple(kept.shape))
+    return ImageLayout(tuple(image_size), (nph, npw), side, candidates, tuple(kept.shape), config)
+
+
+def valid_masks(layouts: list[ImageLayout], n: int, device) -> torch.Tensor:
+    """(sum P, n): which of each partition's tokens are candidates (not padding), for a batch."""
+    masks = []
+    for layout in layouts:
+        valid = torch.zeros(layout.partitions * n, dtype=torch.bool, device=device)
+        valid[layout.candidates.to(device)] = True
+        masks.append(valid.view(-1, n))
+    return torch.cat(masks)

@@ -8,8 +8,11 @@ reference. In paper fidelity, `none` and any method at budget 1.0 take the stock
 from __future__ import annotations
 
 from hired.baselines import NONE, POOL, RANDOM
+from hired.divprune import METHOD as DIVPRUNE
+from hired.globalcom2 import METHOD as GLOBALCOM2
 from hired.hired import METHOD as HIRED
 from hired.prumerge import PRUMERGE, PRUMERGE_PLUS
+from hired.resize import METHOD as RESIZE
 from hired.spec import (  # noqa: F401  (re-exported: the library's one import for methods)
     FIDELITIES,
     Method,
@@ -19,8 +22,12 @@ from hired.spec import (  # noqa: F401  (re-exported: the library's one import f
     check_point,
     method_params,
 )
+from hired.visionzip import METHOD as VISIONZIP
 
-METHODS: dict[str, Method] = {m.name: m for m in (NONE, HIRED, PRUMERGE, PRUMERGE_PLUS, RANDOM, POOL)}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (NONE, HIRED, PRUMERGE, PRUMERGE_PLUS, VISIONZIP, DIVPRUNE, GLOBALCOM2, RANDOM, POOL, RESIZE)
+}
 
 
 def expected_tokens(method: str, budget: float | None, fidelity: str, layout, params: dict | None = None):

@@ -8,14 +8,13 @@ fidelity (adaptive only): the released code's behaviour, padding included, desce
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
+from hired.assemble import stock_order
 from hired.capture import VisionBatch
-from hired.layout import ImageLayout
-from hired.spec import Derived, Method, Param, Selection, vision_layer
+from hired.layout import valid_masks
+from hired.spec import Derived, Method, Param, Selection, apportion, vision_layer
 
 NEIGHBOURS = 32
 REFERENCE_LAST_INDEX = 575  # the released PruMerge+ samples arange(0, 575, stride): token 575 never
@@ -40,17 +39,6 @@ def plus_stride(outliers: int, total: int) -> int:
     if stride == 0:
         raise ValueError(f"PruMerge+ adaptive: r = {ratio:.3f} gives stride 0; the released code fails here")
     return stride
-
-
-def apportion(budget: float, valid_counts: list[int]) -> list[int]:
-    """round(budget * sum) tokens over partitions in proportion to their valid tokens (largest remainder)."""
-    total = math.floor(budget * sum(valid_counts) + 0.5)
-    exact = [budget * v for v in valid_counts]
-    counts = [min(math.floor(e), v) for e, v in zip(exact, valid_counts, strict=True)]
-    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in order[: total - sum(counts)]:
-        counts[i] += 1
-    return counts
 
 
 def evenly_spaced(available: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
@@ -95,15 +83,6 @@ def merge(
     weights[:, k] = attention.float() * (pool & ~kept_mask)
     out = weights @ features.float()  # (S, K + 1, C)
     return out[:, :k].to(features.dtype), out[:, k].to(features.dtype)
-
-
-def _valid_masks(layouts: list[ImageLayout], n: int, device) -> torch.Tensor:
-    masks = []
-    for layout in layouts:
-        valid = torch.zeros(layout.partitions * n, dtype=torch.bool, device=device)
-        valid[layout.candidates.to(device)] = True
-        masks.append(valid.view(-1, n))
-    return torch.cat(masks)
 
 
 def plan(
@@ -171,7 +150,7 @@ def select_prumerge(
     s, n = attention.shape
     valid = torch.ones(s, n, dtype=torch.bool, device=attention.device)
     if not reference:
-        valid = _valid_masks(batch.layouts, n, attention.device)
+        valid = valid_masks(batch.layouts, n, attention.device)
     budgets = None
     if budget is not None:
         budgets = [c for v in batch.split(valid) for c in apportion(budget, v.sum(1).tolist())]
@@ -208,12 +187,7 @@ def _assemble(layout, kept_idx, kept_count, emit, merged, summary, reference: bo
         return Selection(
             torch.cat([t for p in partitions for t in (tokens[p], summaries[p])]), torch.cat(flat)
         )
-    position = torch.full((layout.partitions * n,), -1, dtype=torch.long, device=merged.device)
-    position[layout.candidates.to(merged.device)] = torch.arange(layout.n_full, device=merged.device)
-    sub_flat = torch.cat(flat[1:])
-    order = position[sub_flat].argsort()
-    parts = [tokens[0], summaries[0], torch.cat(tokens[1:])[order], *summaries[1:]]
-    return Selection(torch.cat(parts), torch.cat([flat[0], sub_flat[order]]))
+    return stock_order(layout, flat, tokens, summaries)
 
 
 def _method(name: str, plus: bool, summary: str) -> Method:

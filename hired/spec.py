@@ -151,9 +151,14 @@ class Selection:
 
     tokens: torch.Tensor  # (k, C) projector input, in the order the LLM receives it
     kept: torch.Tensor | None  # flat indices p * side**2 + j of chosen tokens; None if not a subset (pooling)
+    anchors: torch.Tensor | None = None  # flat indices where merged (contextual) tokens sit, for pictures
+    projected: torch.Tensor | None = None  # (k, D) LLM inputs, when the method already ran the projector
 
 
 Select = Callable[["VisionBatch", "float | None", str, dict], list[Selection]]
+# before preprocessing, per original (width, height): the size to show the model (None: unchanged) and
+# whether only the base partition is encoded; receives the budget, the parameters and the model config
+Prepare = Callable[[list, "float | None", dict, object], list]
 # tokens the LLM receives for one image, from its layout alone; None when the weights decide
 TokenCount = Callable[["ImageLayout", "float | None", str, dict], "int | None"]
 
@@ -161,6 +166,17 @@ TokenCount = Callable[["ImageLayout", "float | None", str, dict], "int | None"]
 def budget_tokens(budget: float, n_full: int) -> int:
     """N_budget = round(b * N_full), halves rounded up (Python's round() would round them to even)."""
     return math.floor(budget * n_full + 0.5)
+
+
+def apportion(budget: float, valid_counts: list[int]) -> list[int]:
+    """round(budget * sum) tokens over partitions in proportion to their valid tokens (largest remainder)."""
+    total = math.floor(budget * sum(valid_counts) + 0.5)
+    exact = [budget * v for v in valid_counts]
+    counts = [min(math.floor(e), v) for e, v in zip(exact, valid_counts, strict=True)]
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 def exact_count(layout: ImageLayout, budget: float | None, fidelity: str, params: dict) -> int | None:
@@ -184,6 +200,7 @@ class Method:
     params: tuple[Param, ...] = ()
     layers: Callable[[dict], set[int]] = _no_layers  # vision layers whose CLS query and keys it reads
     tokens: TokenCount = exact_count
+    prepare: Prepare | None = None  # changes the pictures before preprocessing (the resize baseline)
 
     @property
     def fidelities(self) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
-"""Time each method's selection step alone at LLaVA-Next-7B shapes, and PruMerge's vectorised merge
-against the per-token loop oracle (tests/oracles.py). Prints figures; asserts nothing.
+"""Time each method's selection step alone at LLaVA-Next-7B shapes, and each vectorised method against
+its per-token loop oracle (tests/oracles.py). Prints figures; asserts nothing.
 
     python -m profiler.bench_select [--device cuda] [--repeats 20]
 
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hired.capture import VisionBatch
+from hired.divprune import farthest_point
 from hired.layout import image_layout
 from hired.methods import METHODS, VisionShape, method_params
 from hired.prumerge import merge, plan
@@ -31,28 +32,40 @@ POINTS = [  # (label, method, budget, fidelity)
     ("prumerge+ 20%", "prumerge+", 0.2, "paper"),
     ("prumerge adaptive (reference)", "prumerge", None, "reference"),
     ("prumerge+ adaptive (reference)", "prumerge+", None, "reference"),
+    ("visionzip 20%", "visionzip", 0.2, "paper"),
+    ("divprune 20%", "divprune", 0.2, "paper"),
+    ("globalcom2 20%", "globalcom2", 0.2, "paper"),
     ("random 20%", "random", 0.2, "paper"),
     ("pool 20%", "pool", 0.2, "paper"),
+    ("resize 10% (base alone, pooled)", "resize", 0.1, "paper"),
 ]
+LLM_WIDTH = 4096  # the projector's output: what DivPrune compares
 
 
-def synthetic_batch(images: int, device: torch.device, dtype: torch.dtype, seed: int = 0) -> VisionBatch:
-    """Vision outputs of the 7B tower for `images` 672x672 pictures, with heavy-tailed CLS attention."""
+def synthetic_batch(
+    images: int, device: torch.device, dtype: torch.dtype, seed: int = 0, base_only: bool = False
+) -> VisionBatch:
+    """Vision outputs of the 7B tower for `images` 672x672 pictures, with heavy-tailed CLS attention
+    (base_only: what the resize baseline encodes below its smallest grid, the base partition alone)."""
     g = torch.Generator().manual_seed(seed)
     config = PRESETS["llava-next-7b"].config()
-    layouts = [image_layout((672, 672), config) for _ in range(images)]
-    s = 5 * images
+    layouts = [image_layout((672, 672), config, base_only) for _ in range(images)]
+    s = sum(layout.partitions for layout in layouts)
 
     def rand(*shape, scale=1.0):
         return (torch.randn(*shape, generator=g) * scale).to(device, dtype)
 
     layers = (0, FEATURE_LAYER, DEPTH - 1)
+    projector = torch.nn.Sequential(
+        torch.nn.Linear(WIDTH, LLM_WIDTH), torch.nn.GELU(), torch.nn.Linear(LLM_WIDTH, LLM_WIDTH)
+    ).to(device, dtype)
     return VisionBatch(
         layouts,
         rand(s, 576, WIDTH),
         HEADS,
         {layer: rand(s, WIDTH, scale=3.0) for layer in layers},
         {layer: rand(s, 577, WIDTH) for layer in layers},
+        project=torch.no_grad()(projector),
     )
 
 
@@ -111,13 +124,15 @@ def main() -> None:
     print(f"median of {args.repeats} after 3 warm-up, in ms\n")
     print(f"{'method':34s}" + "".join(f"{f'batch {b}':>12s}" for b in args.batches) + f"{'kept/image':>13s}")
     batches = {b: synthetic_batch(b, device, dtype) for b in args.batches}
+    base_only = {b: synthetic_batch(b, device, dtype, base_only=True) for b in args.batches}
     for label, method_name, budget, fidelity in POINTS:
         method = METHODS[method_name]
         params = method_params(method, shape)
         row, kept = [], ""
         for b in args.batches:
             try:
-                select = partial(method.select, batches[b], budget, fidelity, params)
+                batch = base_only[b] if method_name == "resize" else batches[b]
+                select = partial(method.select, batch, budget, fidelity, params)
                 row.append(f"{median_ms(select, device, args.repeats):12.2f}")
                 kept = f"{select()[0].tokens.shape[0]:>8d}/2880"
             except ValueError as exc:
@@ -125,25 +140,56 @@ def main() -> None:
                 print(f"  ({label}: {exc})")
         print(f"{label:34s}" + "".join(row) + kept)
 
+    compare_with_loops(batches[args.batches[0]], device, args.repeats)
+
+
+def compare_with_loops(batch: VisionBatch, device: torch.device, repeats: int) -> None:
+    """Each vectorised step against its per-token loop oracle, batch 1 (5 partitions), as a ratio."""
     try:
-        from tests.oracles import merge_loop
+        from tests.oracles import divprune_greedy, merge_loop, visionzip_partition
     except ImportError:
         print("\n(tests/oracles.py not importable: run from a source checkout for the loop comparison)")
         return
-    print("\nPruMerge merge at 20% (115 kept of 576 per partition), batch 1 (5 partitions):")
-    inputs = merge_inputs(batches[args.batches[0]], 0.2)
-    features, keys, attention, kept_idx, count, valid = inputs
-    vectorised = median_ms(lambda: merge(*inputs), device, args.repeats)
+    print("\nvectorised against the per-token loop, batch 1 (ms; ratio = loop / vectorised):")
+    features, keys, attention, kept_idx, count, valid = merge_inputs(batch, 0.2)
 
-    def loop():
+    def prumerge_loop():
         for s in range(features.shape[0]):
             merge_loop(
                 features[s].float(), keys[s], attention[s].float(), kept_idx[s, : count[s]].tolist(), valid[s]
             )
 
-    looped = median_ms(loop, device, max(1, args.repeats // 5), warmup=1)
-    ratio = looped / vectorised
-    print(f"  vectorised {vectorised:.2f} ms   per-token loop {looped:.1f} ms   ratio {ratio:.0f}x")
+    shape = VisionShape(depth=DEPTH, feature_layer=FEATURE_LAYER)
+    scores, mean_keys = batch.cls_attention(FEATURE_LAYER).sum(1), batch.head_mean_keys(FEATURE_LAYER)
+    budget = round(0.2 * 576)
+
+    def visionzip_loop():
+        for s in range(features.shape[0]):
+            visionzip_partition(batch.features[s].float(), scores[s], mean_keys[s], valid[s], budget, 10 / 64)
+
+    projected = batch.project(batch.features.flatten(0, 1))  # the LLM inputs DivPrune compares
+    chosen = torch.tensor([round(0.2 * 2880)], device=projected.device)
+    everything = torch.ones(1, len(projected), dtype=torch.bool, device=projected.device)
+
+    rows = [
+        ("prumerge merge", lambda: merge(features, keys, attention, kept_idx, count, valid), prumerge_loop),
+        ("visionzip", partial(select_of("visionzip", shape), batch), visionzip_loop),
+        (
+            "divprune greedy",
+            lambda: farthest_point(projected[None], everything, chosen),
+            lambda: divprune_greedy(projected, int(chosen)),
+        ),
+    ]
+    for label, vectorised, loop in rows:
+        fast = median_ms(vectorised, device, repeats)
+        slow = median_ms(loop, device, 1, warmup=0)
+        print(f"  {label:16s} vectorised {fast:9.2f}   loop {slow:10.1f}   ratio {slow / fast:6.0f}x")
+
+
+def select_of(name: str, shape: VisionShape):
+    method = METHODS[name]
+    params = method_params(method, shape)
+    return lambda batch: method.select(batch, 0.2, "paper", params)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessorList
 
-from hired.glue import PreparedBatch, pad_id, prepare_batch, vision_shape
+from hired.glue import PreparedBatch, pad_id, prepare_batch, shown_pictures, vision_shape
 from hired.methods import METHODS, method_params
 from profiler.memory import Nvml, SamplerProcess, SamplerReading, gib, reset_torch_peak, torch_peak_gib
 from profiler.metrics import PHASES, SCALAR_METRICS, request_metrics
@@ -39,13 +39,16 @@ def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestRes
     """One request, timed from t0 (before preprocessing) to the last token on the host."""
     timeline = Timeline(lm.device)
     clock = StepClock(timeline)
+    method = METHODS[point.method]
     timeline.start()
-    pixels = lm.image_processor(workload.images, return_tensors="pt")
+    shown, base_only = shown_pictures(
+        method, workload.images, point.budget, point.params, point.fidelity, lm.model.config
+    )
+    pixels = lm.image_processor(shown, return_tensors="pt")
     prompt_ids = [lm.prompt_ids(workload.prompt)] * workload.batch_size
     pixel_values = pixels["pixel_values"].to(lm.device)
     image_sizes = [tuple(s) for s in pixels["image_sizes"].tolist()]
     timeline.mark("preprocess")
-    method = METHODS[point.method]
     batch = prepare_batch(
         lm.model,
         pixel_values,
@@ -56,6 +59,8 @@ def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestRes
         point.params,
         point.fidelity,
         timeline.mark,
+        base_only,
+        [(img.height, img.width) for img in workload.images],
     )
     tokens = generate_tokens(lm.model, batch, workload.new_tokens, [clock]).cpu()
     timeline.mark_host("end")
@@ -325,7 +330,7 @@ def trace_request(lm: LoadedModel, workload: Workload, point: Point, path: Path)
 
 
 def _visual_tokens(batch: PreparedBatch) -> dict:
-    full = [layout.n_full for layout in batch.layouts]
+    full = batch.full
     return {
         "full": full,
         "kept": list(batch.kept),

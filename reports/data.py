@@ -7,10 +7,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hired.methods import METHODS
 from profiler.metrics import SCALAR_METRICS, peak_memory_gib
 from profiler.records import KINDS, SCHEMA_VERSION, STATUSES, iter_lines
 
-METHOD_ORDER = ["none", "hired", "prumerge", "prumerge+", "random", "pool"]
+METHOD_ORDER = list(METHODS)  # the registry's order: baseline, HiRED, the field's methods, baselines
 
 
 @dataclass

@@ -17,8 +17,14 @@ COLOURS = {
     "hired": "#2a6f97",
     "prumerge": "#d1495b",
     "prumerge+": "#e09f3e",
+    "visionzip": "#00798c",
+    "divprune": "#7b2cbf",
+    "globalcom2": "#6a994e",
     "random": "#66a182",
     "pool": "#8d6a9f",
+    "resize": "#bc6c25",
+    "fastv": "#c9184a",
+    "dart": "#3a86ff",
 }
 PHASE_COLOURS = {
     "preprocess": "#9aa5b1",

@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 import profiler.runner
+from hired.methods import METHODS
 from profiler.cli import app
 
 RUNNER = CliRunner()
@@ -286,6 +287,6 @@ def test_method_all_measures_every_method_once(tmp_path):
     result = invoke(*FAST, "--method", "all", "--budget", "0.2", "--batch", "1", "--output", str(out))
     assert result.exit_code == 0, result.stderr
     methods = [r["config"]["method"] for r in lines(out)]
-    assert methods == ["none", "hired", "prumerge", "prumerge+", "random", "pool"]
+    assert methods == list(METHODS)  # every registered method once, the baseline first
     for r in lines(out)[1:5]:
         assert r["metrics"]["visual_tokens"]["kept"] == [576]

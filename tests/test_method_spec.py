@@ -148,17 +148,15 @@ def test_sweep_parameters_are_a_grid_and_duplicates_are_planned_once(tmp_path):
 def test_one_planner_orders_and_keys_points():
     entries = [MethodEntry("all", (0.2,)), MethodEntry("prumerge", (None,), params={"neighbours": (8,)})]
     plan = plan_points(entries, models=["tiny"], inputs=[Inputs(new_tokens=3)], batch_sizes=[4, 1], seed=2)
-    assert [(p.batch_size, p.method, p.budget) for p in plan.points[:8]] == [
+    every = [name for name in METHODS if name != "none"]
+    per_batch = 2 + len(every)  # the baseline, every method at 20%, then PruMerge adaptive
+    assert [(p.batch_size, p.method, p.budget) for p in plan.points[: per_batch + 1]] == [
         (1, "none", 1.0),
-        (1, "hired", 0.2),
-        (1, "prumerge", 0.2),
-        (1, "prumerge+", 0.2),
-        (1, "random", 0.2),
-        (1, "pool", 0.2),
+        *((1, name, 0.2) for name in every),
         (1, "prumerge", None),
         (4, "none", 1.0),
     ]
-    assert plan.points[6].params == {"neighbours": 8} and len(plan.points) == 14
+    assert plan.points[per_batch - 1].params == {"neighbours": 8} and len(plan.points) == 2 * per_batch
     # keys are what 0.1.0 wrote for the same point (resume matches older results files)
     old = Point("hired", 0.2, {"alpha": 0.3}, model="tiny", weights="random", device="cpu", batch_size=2)
     assert Point(**{**old.__dict__, "new_tokens": 8, "warmup": 1, "repeats": 2}).key == "df8d4cd6ba863798"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hired.glue import expand_prompts, prepare_batch, vision_shape
+from hired.glue import expand_prompts, prepare_batch, shown_pictures, vision_shape
 from hired.methods import METHODS, method_params
 from workloads.images import synthetic_images
 
@@ -11,12 +11,23 @@ MIXED = [(600, 600), (1000, 300), (336, 1008)]  # (width, height): 2x2, 1x3 and 
 
 
 def prepared(lm, images, method, budget, fidelity="paper"):
-    pixels = lm.image_processor(images, return_tensors="pt")
+    params = method_params(METHODS[method], vision_shape(lm.model))
+    shown, base_only = shown_pictures(METHODS[method], images, budget, params, fidelity, lm.model.config)
+    pixels = lm.image_processor(shown, return_tensors="pt")
     sizes = [tuple(s) for s in pixels["image_sizes"].tolist()]
     ids = [lm.prompt_ids("What is shown in this image?")] * len(images)
-    params = method_params(METHODS[method], vision_shape(lm.model))
+    sources = [(img.height, img.width) for img in images]
     return prepare_batch(
-        lm.model, pixels["pixel_values"], sizes, ids, METHODS[method], budget, params, fidelity
+        lm.model,
+        pixels["pixel_values"],
+        sizes,
+        ids,
+        METHODS[method],
+        budget,
+        params,
+        fidelity,
+        base_only=base_only,
+        source_sizes=sources,
     )
 
 
@@ -45,6 +56,11 @@ def greedy(lm, batch, new_tokens=6):
         ("prumerge", None, "reference"),
         ("random", 0.2, "paper"),
         ("pool", 0.2, "paper"),
+        ("visionzip", 0.2, "paper"),
+        ("divprune", 0.2, "paper"),
+        ("globalcom2", 0.2, "paper"),
+        ("resize", 0.1, "paper"),
+        ("resize", 0.4, "paper"),
     ],
 )
 def test_mixed_batch_equals_one_by_one(tiny, method, budget, fidelity):

@@ -27,6 +27,10 @@ def picture(tmp_path_factory):
         ("random", "0.1", "paper"),
         ("pool", "0.2", "paper"),
         ("prumerge", "adaptive", "reference"),
+        ("visionzip", "0.2", "paper"),
+        ("divprune", "0.2", "paper"),
+        ("globalcom2", "0.2", "paper"),
+        ("resize", "0.1", "paper"),
     ],
 )
 def test_draws_every_partition(picture, tmp_path, method, budget, fidelity):

@@ -73,6 +73,13 @@ def test_shipped_sweep_files_load():
     assert all(p.image_sizes == ((600, 600),) for p in paper.points)
     smoke = load_sweep(REPO / "workloads" / "smoke.toml")
     assert {p.model for p in smoke.points} == {"tiny"} and len(smoke.points) == 12
+    from hired.methods import METHODS
+
+    numeric = [m for m in METHODS if m != "none"]  # every method takes a numeric budget
+    field = load_sweep(REPO / "workloads" / "field.toml")
+    assert len(field.points) == 2 * (1 + 4 * len(numeric)) and {p.batch_size for p in field.points} == {1, 4}
+    twin = load_sweep(REPO / "workloads" / "field-smoke.toml")
+    assert {p.model for p in twin.points} == {"tiny"} and {p.method for p in twin.points} == set(METHODS)
 
 
 def test_points_order_and_keys(tmp_path):

@@ -63,17 +63,21 @@ def show_selection(
             lm = load_model(model, weights, dtype, device, seed)
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
-    from hired.capture import encode_images
     from hired.draw import draw_selection, partition_pictures
-    from hired.glue import vision_shape
+    from hired.glue import shown_pictures, vision_pass, vision_shape
     from hired.layout import image_layout
     from hired.methods import METHODS, method_params
 
     chosen = METHODS[point.method]
     params = method_params(chosen, vision_shape(lm.model), point.params, seed)
-    pixels = lm.image_processor([picture], return_tensors="pt")
-    layout = image_layout(tuple(pixels["image_sizes"][0].tolist()), lm.model.config)
-    vision = encode_images(lm.model, pixels["pixel_values"].to(lm.device), [layout], chosen.layers(params))
+    shown, base_only = shown_pictures(
+        chosen, [picture], point.budget, params, point.fidelity, lm.model.config
+    )
+    pixels = lm.image_processor(shown, return_tensors="pt")
+    size = tuple(pixels["image_sizes"][0].tolist())
+    vision = vision_pass(lm.model, pixels["pixel_values"], [size], chosen.layers(params), base_only)
+    vision.source_sizes = [(picture.height, picture.width)]
+    layout = vision.layouts[0]
     try:
         (selection,) = chosen.select(vision, point.budget, point.fidelity, params)
     except ValueError as exc:
@@ -83,13 +87,21 @@ def show_selection(
         pixels["pixel_values"][0, : layout.partitions], processor.image_mean, processor.image_std
     )
     kept = selection.tokens.shape[0]
+    full = image_layout((picture.height, picture.width), lm.model.config).n_full  # before any resize
+    if shown[0] is not picture or base_only[0]:
+        shape = "its base partition alone" if base_only[0] else f"{shown[0].width}x{shown[0].height}"
+        layout_note = f" (shown as {shape})"
+    else:
+        layout_note = ""
     title = (
-        f"{point.method} ({point.fidelity}) at {point.label}: {kept} of {layout.n_full} visual tokens "
-        f"({kept / layout.n_full:.1%}) · {lm.name}, {lm.weights} weights"
+        f"{point.method} ({point.fidelity}) at {point.label}: {kept} of {full} visual tokens "
+        f"({kept / full:.1%}){layout_note} · {lm.name}, {lm.weights} weights"
     )
-    summaries = kept - len(selection.kept) if selection.kept is not None else 0
-    if summaries:
-        title += f"\noutlined: the kept tokens; plus {summaries} summary tokens of the dropped ones"
+    made = kept - len(selection.kept) if selection.kept is not None else 0
+    if selection.anchors is not None:
+        title += f"\nyellow: kept tokens; cyan: where the {made} merged (contextual) tokens sit"
+    elif made:
+        title += f"\noutlined: the kept tokens; plus {made} summary tokens of the dropped ones"
     elif selection.kept is None:
         title += "\nevery token is averaged into a coarser grid; none is dropped outright"
     note = None
