@@ -39,11 +39,14 @@ def pool_tokens(layout: ImageLayout, features: torch.Tensor, budget: float) -> t
     grids = [(features[0], side, side)]
     if layout.partitions > 1:
         grids.append((flat[layout.candidates[side * side :].to(flat.device)], *layout.canvas))
-    parts = []
-    for tokens, rows, cols in grids:
-        image = tokens.float().reshape(1, rows, cols, -1).permute(0, 3, 1, 2)  # channels-last view, no copy
-        parts.append(F.adaptive_avg_pool2d(image, pooled_size(rows, cols, budget)).flatten(2)[0].T)
-    return torch.cat(parts).to(features.dtype)
+    parts = [pool_grid(tokens, rows, cols, pooled_size(rows, cols, budget)) for tokens, rows, cols in grids]
+    return torch.cat(parts)
+
+
+def pool_grid(tokens: torch.Tensor, rows: int, cols: int, size: tuple[int, int]) -> torch.Tensor:
+    """(rows * cols, C) raster-order tokens average-pooled to a (size) grid: (size[0] * size[1], C)."""
+    image = tokens.float().reshape(1, rows, cols, -1).permute(0, 3, 1, 2)  # channels-last view, no copy
+    return F.adaptive_avg_pool2d(image, size).flatten(2)[0].T.to(tokens.dtype)
 
 
 def select_all(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from types import SimpleNamespace
 
-import torch.nn.functional as F
-
+from hired.baselines import pool_grid
 from hired.capture import VisionBatch
 from hired.layout import ImageLayout, image_layout
 from hired.spec import Method, Selection, budget_tokens
@@ -70,9 +69,7 @@ def select(batch: VisionBatch, budget: float | None, fidelity: str, params: dict
     for layout, features, source in zip(batch.layouts, batch.split(batch.features), sources, strict=True):
         plan = plan_resize((source[1], source[0]), budget, layout.config)
         if plan.base_only and plan.grid != (layout.side, layout.side):
-            grid = features[0].float().reshape(1, layout.side, layout.side, -1).permute(0, 3, 1, 2)
-            pooled = F.adaptive_avg_pool2d(grid, plan.grid).flatten(2)[0].T.to(features.dtype)
-            out.append(Selection(pooled, None))
+            out.append(Selection(pool_grid(features[0], layout.side, layout.side, plan.grid), None))
             continue
         kept = layout.candidates.to(features.device)
         out.append(Selection(features.flatten(0, 1)[kept], kept))
