@@ -33,6 +33,8 @@ class PreparedBatch:
     prompt_tokens: list[int]  # full prompt length (text + visual tokens), per sample
     selections: list[Selection] | None  # None on the stock path
     full: list[int]  # N_full per sample, of the picture as given (before a method's resize)
+    visual: torch.Tensor  # (B, L) bool: which prompt positions hold visual tokens
+    entering: list[int] | None = None  # LLM-stage methods: the visual tokens entering layer 0 (kept: from K)
 
 
 def _no_mark(_name: str) -> None:
@@ -80,7 +82,8 @@ def prepare_batch(
     source_sizes ((height, width) before a resize) come from `shown_pictures`.
     """
     config = model.config
-    stock = uses_stock_path(method, budget, fidelity)
+    # an LLM-stage method gets every visual token; it drops them inside the language model
+    stock = uses_stock_path(method, budget, fidelity) or method.stage == "llm"
     vision = vision_pass(
         model, pixel_values, image_sizes, set() if stock else method.layers(params), base_only
     )
@@ -109,7 +112,8 @@ def prepare_batch(
     prompt_tokens = attention_mask.sum(dim=1).tolist()
     sources = source_sizes or [layout.image_size for layout in layouts]
     full = [image_layout(tuple(size), config).n_full for size in sources]
-    return PreparedBatch(embeds, attention_mask, layouts, kept, prompt_tokens, selections, full)
+    visual = input_ids == config.image_token_id
+    return PreparedBatch(embeds, attention_mask, layouts, kept, prompt_tokens, selections, full, visual)
 
 
 def vision_pass(model, pixel_values, image_sizes, layers: set[int], base_only: list[bool] | None = None):

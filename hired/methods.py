@@ -8,7 +8,9 @@ reference. In paper fidelity, `none` and any method at budget 1.0 take the stock
 from __future__ import annotations
 
 from hired.baselines import NONE, POOL, RANDOM
+from hired.dart import METHOD as DART
 from hired.divprune import METHOD as DIVPRUNE
+from hired.fastv import METHOD as FASTV
 from hired.globalcom2 import METHOD as GLOBALCOM2
 from hired.hired import METHOD as HIRED
 from hired.prumerge import PRUMERGE, PRUMERGE_PLUS
@@ -26,7 +28,20 @@ from hired.visionzip import METHOD as VISIONZIP
 
 METHODS: dict[str, Method] = {
     m.name: m
-    for m in (NONE, HIRED, PRUMERGE, PRUMERGE_PLUS, VISIONZIP, DIVPRUNE, GLOBALCOM2, RANDOM, POOL, RESIZE)
+    for m in (
+        NONE,
+        HIRED,
+        PRUMERGE,
+        PRUMERGE_PLUS,
+        VISIONZIP,
+        DIVPRUNE,
+        GLOBALCOM2,
+        FASTV,
+        DART,
+        RANDOM,
+        POOL,
+        RESIZE,
+    )
 }
 
 

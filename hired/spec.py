@@ -32,6 +32,7 @@ class VisionShape:
 
     depth: int
     feature_layer: int
+    llm_depth: int | None = None  # decoder layers of the language model (LLM-stage methods' layer range)
 
 
 def shape_of(config) -> VisionShape:
@@ -40,7 +41,9 @@ def shape_of(config) -> VisionShape:
     selected = config.vision_feature_layer
     if not isinstance(selected, int):
         raise ValueError("only a single vision_feature_layer is supported")
-    return VisionShape(depth, depth + selected if selected < 0 else selected - 1)
+    text = getattr(config, "text_config", None)
+    llm_depth = getattr(text, "num_hidden_layers", None)
+    return VisionShape(depth, depth + selected if selected < 0 else selected - 1, llm_depth)
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,22 @@ def _bound_text(bound: Any, shape: VisionShape | None) -> str | None:
     if bound is None:
         return None
     if isinstance(bound, Derived):
-        return str(bound.value(shape, 0)) if shape is not None else bound.text
+        value = bound.value(shape, 0) if shape is not None else None
+        return bound.text if value is None else str(value)
     return f"{bound:g}"
+
+
+def llm_layer(name: str, default: Any, help: str) -> Param:
+    """A decoder layer K of the language model (1..depth - 1: layer K - 1's attention must exist)."""
+    return Param(
+        name,
+        int,
+        default,
+        help,
+        low=1,
+        high=Derived("LLM depth - 1", lambda shape, seed: shape.llm_depth - 1 if shape.llm_depth else None),
+        unit="a decoder layer",
+    )
 
 
 def vision_layer(name: str, default: Any, help: str) -> Param:
@@ -195,12 +212,15 @@ class Method:
     summary: str  # one line
     stage: str  # "vision": between the vision tower and the LLM; "llm": inside the LLM
     reference: str  # paper and released code
-    select: Select  # vision stage: per image, what the projector receives
+    select: Select | None = None  # vision stage: per image, what the projector receives
     budgets: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"paper": ("exact",)})  # per fidelity
     params: tuple[Param, ...] = ()
     layers: Callable[[dict], set[int]] = _no_layers  # vision layers whose CLS query and keys it reads
     tokens: TokenCount = exact_count
     prepare: Prepare | None = None  # changes the pictures before preprocessing (the resize baseline)
+    keep: Callable | None = (
+        None  # llm stage (hired.llm.LlmKeep): per sample, the visual tokens kept at layer K
+    )
 
     @property
     def fidelities(self) -> tuple[str, ...]:
@@ -233,12 +253,12 @@ def method_params(method: Method, shape: VisionShape, overrides: dict | None = N
     Raises ValueError naming the parameter, its allowed range and the method's parameter list.
     """
     params = method.defaults(shape, seed)
-    for name, value in (overrides or {}).items():
-        if value is None:
-            continue
-        param = method.param(name)  # raises, listing the method's parameters, for an unknown name
+    for name in overrides or {}:
+        method.param(name)  # raises, listing the method's parameters, for an unknown name
+    params.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for param in method.params:  # defaults too: a default may not fit a small model (K on a 2-layer LLM)
         try:
-            params[name] = param.check(value, shape, seed)
+            params[param.name] = param.check(params[param.name], shape, seed)
         except ValueError as exc:
             raise ValueError(f"{method.name}: {exc}; {method.signature()}") from None
     return params

@@ -114,7 +114,7 @@ def main() -> None:
         if args.dtype
         else (torch.float16 if device.type == "cuda" else torch.float32)
     )
-    shape = VisionShape(depth=DEPTH, feature_layer=FEATURE_LAYER)
+    shape = VisionShape(depth=DEPTH, feature_layer=FEATURE_LAYER, llm_depth=32)
     name = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -140,7 +140,40 @@ def main() -> None:
                 print(f"  ({label}: {exc})")
         print(f"{label:34s}" + "".join(row) + kept)
 
+    inside = {b: llm_inputs(b, device, dtype) for b in args.batches}
+    for name in ("fastv", "dart"):
+        method = METHODS[name]
+        params = method_params(method, shape)
+        row = [
+            f"{median_ms(partial(method.keep, inside[b], params), device, args.repeats):12.2f}"
+            for b in args.batches
+        ]
+        print(f"{name + ' 20% (scoring at layer K)':34s}" + "".join(row) + f"{576:>8d}/2880")
     compare_with_loops(batches[args.batches[0]], device, args.repeats)
+
+
+def llm_inputs(images: int, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """What an LLM-stage method sees at layer K for `images` 672x672 prompts on Vicuna-7B: 18 text +
+    2928 visual tokens (newlines included), width 4096, 32 heads of 128."""
+    from hired.llm import LayerInputs
+
+    g = torch.Generator().manual_seed(seed)
+    length, visual = 2946, torch.zeros(images, 2946, dtype=torch.bool)
+    visual[:, 5:2933] = True
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g).to(device, dtype)
+
+    norm = torch.nn.RMSNorm(4096).to(device, dtype)
+    return LayerInputs(
+        hidden=rand(images, length, 4096),
+        keys=rand(images, 32, length, 128),
+        last_query=rand(images, 32, 128),
+        visual=visual.to(device),
+        valid=torch.ones(images, length, dtype=torch.bool, device=device),
+        counts=torch.full((images,), 576, device=device),
+        norm=torch.no_grad()(norm),
+    )
 
 
 def compare_with_loops(batch: VisionBatch, device: torch.device, repeats: int) -> None:

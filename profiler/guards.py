@@ -70,7 +70,7 @@ def check_inputs_fit(point) -> None:
 def check_point_shape(point, config, text_tokens: int, params: dict) -> None:
     """Every image keeps at least one visual token, and prompt + new tokens fit the model's context."""
     from hired.layout import image_layout
-    from hired.methods import expected_tokens
+    from hired.methods import METHODS, expected_tokens
 
     context = getattr(config.text_config, "max_position_embeddings", None)
     for width, height in point.image_sizes or []:
@@ -82,7 +82,8 @@ def check_point_shape(point, config, text_tokens: int, params: dict) -> None:
                 f"{width}x{height} image ({point.method}): the smallest budget that keeps one is "
                 f"{0.5 / layout.n_full:.2g}"
             )
-        visual = kept if kept is not None else layout.stock_tokens
+        llm_stage = METHODS[point.method].stage == "llm"  # every visual token enters the LLM
+        visual = kept if kept is not None and not llm_stage else layout.stock_tokens
         longest = text_tokens + visual + point.new_tokens
         if context and longest > context:
             raise InputError(

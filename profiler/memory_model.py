@@ -69,20 +69,27 @@ def model_shape(config) -> ModelShape:
 
 
 def predict_peak_gib(
-    shape: ModelShape, dtype: str, prompt_tokens: list[int], new_tokens: int, partitions: int
+    shape: ModelShape,
+    dtype: str,
+    prompt_tokens: list[int],
+    new_tokens: int,
+    partitions: int,
+    cached_tokens: list[float] | None = None,
 ) -> dict:
     """Peak allocated GiB for one request of len(prompt_tokens) samples, with the parts it is made of.
 
-    prompt_tokens: per sample, text + visual tokens (the batch is padded to the longest);
-    partitions: ViT partitions over the whole batch.
+    prompt_tokens: per sample, text + visual tokens entering the LLM (the batch is padded to the
+    longest); partitions: ViT partitions over the whole batch; cached_tokens: per sample, the prompt
+    tokens the KV cache holds averaged over layers, when fewer (an LLM-stage method drops tokens at K).
     """
     b = BYTES[dtype]
     batch, length = len(prompt_tokens), max(prompt_tokens)
+    cached = max(cached_tokens) if cached_tokens else length
     weights = shape.parameters * b
     # the residual stream, its normalised copy and two MLP-wide tensors of the layer being run
     vision = partitions * shape.vision_tokens * (2 * shape.vision_hidden + 2 * shape.vision_intermediate) * b
-    kv_prompt = shape.kv_bytes_per_token(b) * batch * length
-    kv_full = shape.kv_bytes_per_token(b) * batch * (length + new_tokens)
+    kv_prompt = shape.kv_bytes_per_token(b) * batch * cached
+    kv_full = shape.kv_bytes_per_token(b) * batch * (cached + new_tokens)
     # input embeddings, residual, normalised copy; gate, up and their product; last-position logits in fp32
     prefill = batch * length * (3 * shape.hidden + 3 * shape.intermediate) * b + batch * shape.vocab * (b + 4)
     phases = {"vision": vision, "prefill": kv_prompt + prefill, "decode": kv_full}
@@ -111,7 +118,8 @@ def point_peak(config, dtype: str, text_tokens: int, point, seed: int = 0):
     from hired.methods import METHODS, expected_tokens
     from hired.spec import method_params, shape_of
 
-    params = method_params(METHODS[point.method], shape_of(config), point.params, seed)
+    method = METHODS[point.method]
+    params = method_params(method, shape_of(config), point.params, seed)
     layouts = [image_layout((h, w), config) for w, h in point.image_sizes]
     tokens = [
         expected_tokens(point.method, point.budget, point.fidelity, layout, params) for layout in layouts
@@ -119,12 +127,20 @@ def point_peak(config, dtype: str, text_tokens: int, point, seed: int = 0):
     if any(t is None for t in tokens):
         return None
     shape = model_shape(config)
+    entering, cached = list(tokens), None
+    if method.stage == "llm" and point.budget < 1.0:  # all tokens enter; layers >= K cache the kept ones
+        entering = [layout.stock_tokens for layout in layouts]
+        k = params["layer"]
+        cached = [
+            (k * e + (shape.layers - k) * t) / shape.layers for e, t in zip(entering, tokens, strict=True)
+        ]
 
     def peak(batch: int) -> float:
         chosen = [i % len(layouts) for i in range(batch)]
-        prompt = [text_tokens + tokens[i] for i in chosen]
+        prompt = [text_tokens + entering[i] for i in chosen]
+        kv = None if cached is None else [text_tokens + cached[i] for i in chosen]
         partitions = sum(layouts[i].partitions for i in chosen)
-        return predict_peak_gib(shape, dtype, prompt, point.new_tokens, partitions)["peak_gib"]
+        return predict_peak_gib(shape, dtype, prompt, point.new_tokens, partitions, kv)["peak_gib"]
 
     peak.tokens_per_image = tokens[0]
     return peak

@@ -15,6 +15,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from hired.glue import PreparedBatch, pad_id, prepare_batch, shown_pictures, vision_shape
+from hired.llm import pruning
 from hired.methods import METHODS, method_params
 from profiler.memory import Nvml, SamplerProcess, SamplerReading, gib, reset_torch_peak, torch_peak_gib
 from profiler.metrics import PHASES, SCALAR_METRICS, request_metrics
@@ -62,7 +63,11 @@ def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestRes
         base_only,
         [(img.height, img.width) for img in workload.images],
     )
-    tokens = generate_tokens(lm.model, batch, workload.new_tokens, [clock]).cpu()
+    valid = batch.attention_mask.bool()
+    with pruning(lm.model, method, point.params, point.budget, batch.visual, valid, batch.full) as inside:
+        tokens = generate_tokens(lm.model, batch, workload.new_tokens, [clock]).cpu()
+    if inside is not None:  # an LLM-stage method: what layers >= K saw
+        batch.entering, batch.kept = batch.kept, inside.kept
     timeline.mark_host("end")
     times, steps = timeline.times()
     if len(steps) != workload.new_tokens or tokens.shape[1] != workload.new_tokens:
@@ -206,7 +211,7 @@ class Runner:
             "per_token": summarize([j / generated for j in energy]),
         }
         metrics["nvml_sample_hz"] = summarize([r.hz for r in readings])
-        metrics["visual_tokens"] = _visual_tokens(result.batch)
+        metrics["visual_tokens"] = _visual_tokens(result.batch, point, vision_shape(self.lm.model).llm_depth)
         metrics["unavailable"] = self._unavailable(metrics)
         metrics["estimated"] = notes
         metrics["warnings"] = variance_warnings(metrics) + traced
@@ -329,10 +334,23 @@ def trace_request(lm: LoadedModel, workload: Workload, point: Point, path: Path)
     prof.export_chrome_trace(str(path))
 
 
-def _visual_tokens(batch: PreparedBatch) -> dict:
-    full = batch.full
+def _visual_tokens(batch: PreparedBatch, point: Point, llm_depth: int) -> dict:
+    """Visual tokens per sample: full (N_full), kept (what the LLM receives; for an LLM-stage method,
+    what layers >= K see), and the share of token-layers computed, (K n0 + (L - K) kept) / (L N_full)
+    with n0 the visual tokens entering layer 0 (= the achieved budget for a vision-stage method)."""
+    full, kept = batch.full, list(batch.kept)
+    entering = batch.entering
+    if entering is None:
+        share = [k / f for k, f in zip(kept, full, strict=True)]
+    else:
+        k = point.params["layer"]
+        share = [
+            (k * e + (llm_depth - k) * n) / (llm_depth * f)
+            for e, n, f in zip(entering, kept, full, strict=True)
+        ]
     return {
         "full": full,
-        "kept": list(batch.kept),
-        "achieved_budget": [k / f for k, f in zip(batch.kept, full, strict=True)],
+        "kept": kept,
+        "achieved_budget": [n / f for n, f in zip(kept, full, strict=True)],
+        "token_layer_share": share,
     }

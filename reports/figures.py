@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure as MplFigure  # no pyplot: no global state, no display
 from matplotlib.ticker import MaxNLocator
 
+from hired.methods import METHODS
 from profiler.console import varying_params
 from reports.data import METHOD_ORDER, budget_label, median, method_key, peak_memory, spread
 from reports.document import Figure
@@ -51,9 +52,18 @@ def value(record: dict, metric: str) -> tuple[float | None, float | None]:
     return median(record, metric), spread(record, metric)
 
 
+def inside_llm(record: dict) -> bool:
+    """An LLM-stage method (FastV, DART): its tokens are dropped at decoder layer K, not before the LLM."""
+    method = METHODS.get(record["config"]["method"])
+    return method is not None and method.stage == "llm"
+
+
 def kept_share(record: dict) -> float | None:
-    """Share of N_full kept: the achieved budget, so adaptive methods sit where they land."""
+    """Share of N_full kept: the achieved budget, so adaptive methods sit where they land; for an
+    LLM-stage method the token-layer share (K n0 + (L - K) kept) / (L N_full), what it computes."""
     visual = (record.get("metrics") or {}).get("visual_tokens")
+    if visual and inside_llm(record) and visual.get("token_layer_share"):
+        return float(np.mean(visual["token_layer_share"]))
     if visual and visual.get("achieved_budget"):
         return float(np.mean(visual["achieved_budget"]))
     budget = record["config"].get("budget")
@@ -202,12 +212,17 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
                 [(100 * x + nudge, r) for x, r in shares if x is not None],
                 metric,
                 style.pop("color"),
-                label=label + (" (adaptive)" if adaptive else ""),
+                label=label
+                + (" (adaptive)" if adaptive else "")
+                + (" (x: token-layer share)" if any(inside_llm(r) for r in mine) else ""),
                 markerfacecolor="white" if adaptive else COLOURS.get(method),
                 **style,
             )
         ax.set_title(f"batch {batch}", fontsize=10)
-        ax.set_xlabel("visual tokens kept (% of all candidates)")
+        ax.set_xlabel(
+            "visual tokens kept (% of all candidates"
+            + ("; LLM-stage methods: % of token-layers)" if any(inside_llm(r) for r in rows) else ")")
+        )
         ax.set_ylabel(METRICS[metric])
         ax.set_xlim(0, 105)
         _from_zero(ax)

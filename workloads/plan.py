@@ -223,8 +223,6 @@ def check_params(points: list[Point]) -> None:
 
     shapes: dict[tuple, object] = {}
     for point in points:
-        if not point.params:
-            continue  # defaults always fit the model they are derived from
         where = (point.model, point.device)
         if where not in shapes:
             shapes[where] = shape_of(

@@ -108,7 +108,7 @@ def _vicuna(hidden: int, intermediate: int, layers: int, heads: int) -> LlamaCon
 def _tiny() -> LlavaNextConfig:
     # Real geometry (336 px, patch 14, 576 tokens per partition, the anyres pinpoints) at toy widths.
     vision = _clip_336(hidden=64, intermediate=128, layers=4, heads=4, projection=32)
-    text = _vicuna(hidden=64, intermediate=128, layers=2, heads=4)
+    text = _vicuna(hidden=64, intermediate=128, layers=4, heads=4)  # 4 layers: LLM-stage K in 1..3
     return _llava_next(vision, text)
 
 

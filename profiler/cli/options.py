@@ -26,8 +26,8 @@ Model = Annotated[
 Method = Annotated[
     str,
     typer.Option(
-        help="Token-dropping method (hired-bench methods lists them), or all (every method defined at the "
-        "budget). The baseline (none, every visual token) is always measured too."
+        help="Token-dropping method (hired-bench methods lists them), several comma-separated, or all "
+        "(every method defined at the budget). The baseline (none, every visual token) is always measured."
     ),
 ]
 Budget = Annotated[
@@ -120,8 +120,13 @@ def parse_params(items: list[str] | None) -> dict[str, tuple[str, ...]]:
     return params
 
 
-def method_entry(method: str, budget: str, fidelity: str, param: list[str] | None) -> MethodEntry:
-    return MethodEntry(method, tuple(parse_budgets(budget)), fidelity, parse_params(param))
+def method_entries(method: str, budget: str, fidelity: str, param: list[str] | None) -> list[MethodEntry]:
+    """One entry per method named ('fastv,dart' is two), each with every budget and parameter."""
+    budgets, params = tuple(parse_budgets(budget)), parse_params(param)
+    names = [name.strip() for name in method.split(",")]
+    if len(names) > 1 and params:
+        raise InputError("--param goes with one --method at a time (or all)")
+    return [MethodEntry(name, budgets, fidelity, params) for name in names]
 
 
 def plan_command(
@@ -139,7 +144,7 @@ def plan_command(
     from workloads.plan import plan_points
 
     return plan_points(
-        [method_entry(method, budget, fidelity, param)],
+        method_entries(method, budget, fidelity, param),
         models=[model],
         inputs=[inputs],
         batch_sizes=[batch],

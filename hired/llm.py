@@ -1,0 +1,188 @@
+"""The LLM-stage hook point: a method that drops visual tokens inside the language model, from decoder
+layer K on, with SDPA kept and the KV cache consistent at every layer.
+
+At prefill, layer K's input (layer K-1's output), layer K-1's keys (its KV cache, after RoPE) and
+the query of the last prompt token at layer K-1 (hooked on q_proj, RoPE applied here) go to the
+method, which says per sample which visual tokens to keep. From layer K on, the dropped tokens are
+gone: hidden states, rotary position embeddings (kept tokens keep their original positions), the
+attention mask and so the KV cache of layers >= K hold only the kept tokens. Samples of a batch that
+keep different counts are left-padded with slots no token attends to. Decoding reuses that set:
+layers < K attend over the whole prompt, layers >= K over what they cached. No modeling file is
+copied or patched and no layer switches to eager attention: forward pre-hooks on the decoder layers
+change their inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from hired.spec import Method, budget_tokens
+
+
+@dataclass
+class LayerInputs:
+    """What an LLM-stage method sees at decoder layer K (prefill, L positions of the padded prompt)."""
+
+    hidden: torch.Tensor  # (B, L, D) layer K's input: layer K-1's output
+    keys: torch.Tensor | None  # (B, kv_heads, L, head_dim) layer K-1's keys after RoPE (its KV cache)
+    last_query: torch.Tensor  # (B, heads, head_dim) layer K-1's query of the last prompt token, after RoPE
+    visual: torch.Tensor  # (B, L) bool: the visual tokens (candidates; newline tokens included)
+    valid: torch.Tensor  # (B, L) bool: not padding
+    counts: torch.Tensor  # (B,) visual tokens each sample keeps
+    norm: Callable[[torch.Tensor], torch.Tensor]  # the language model's final norm
+
+    def last_token_attention(self) -> torch.Tensor:
+        """(B, heads, L) softmax attention of the last prompt token at layer K-1, padding masked:
+        one query row per head, never the (B, heads, L, L) matrix."""
+        heads, d = self.last_query.shape[1:]
+        keys = self.keys.repeat_interleave(heads // self.keys.shape[1], dim=1).float()
+        scores = (keys @ self.last_query.float()[..., None])[..., 0] * d**-0.5
+        return scores.masked_fill(~self.valid[:, None, :], float("-inf")).softmax(dim=-1)
+
+
+LlmKeep = Callable[[LayerInputs, dict], torch.Tensor]  # (B, L) bool: the visual tokens kept
+
+
+def top_per_row(scores: torch.Tensor, allowed: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: the counts[b] highest-scoring allowed positions of each row (ties: the lower index)."""
+    b, n = scores.shape
+    masked = scores.float().masked_fill(~allowed, float("-inf"))
+    order = torch.sort(masked, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=scores.device).expand(b, n))
+    return (rank < counts[:, None]) & allowed
+
+
+def text_model(model):
+    """The decoder stack of a LLaVA model (transformers 5.x: model.model.language_model)."""
+    return model.model.language_model
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of x (..., d) with cos and sin (..., d): the Llama/Mistral convention."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class Pruning:
+    """Installs the hooks for one request (a context manager); afterwards `.kept` holds, per sample,
+    the visual tokens layers >= K saw."""
+
+    def __init__(
+        self,
+        model,
+        method: Method,
+        params: dict,
+        budget: float,
+        visual: torch.Tensor,
+        valid: torch.Tensor,
+        full,
+    ):
+        self.model, self.method, self.params = model, method, params
+        self.k = params["layer"]
+        self.visual, self.valid = visual, valid
+        self.counts = torch.tensor([budget_tokens(budget, n) for n in full], device=visual.device)
+        self.query: torch.Tensor | None = None
+        self.index: torch.Tensor | None = None  # (B, L') positions of the prompt each slot holds
+        self.slot_valid: torch.Tensor | None = None  # (B, L') False for the padding slots
+        self.prefill_mask: torch.Tensor | None = None
+        self.kept: list[int] | None = None
+        self.chosen: torch.Tensor | None = None  # (B, L) bool: the visual tokens kept
+        self.handles: list = []
+
+    def __enter__(self) -> Pruning:
+        layers = text_model(self.model).layers
+        if not 1 <= self.k < len(layers):
+            raise ValueError(f"layer must be a decoder layer in 1..{len(layers) - 1}, got {self.k}")
+        self.handles.append(layers[self.k - 1].self_attn.q_proj.register_forward_hook(self._keep_query))
+        for i in range(self.k, len(layers)):
+            self.handles.append(layers[i].register_forward_pre_hook(self._layer_inputs(i), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def _keep_query(self, module, inputs, output) -> None:
+        if output.shape[1] > 1:  # prefill: the last prompt token's query
+            self.query = output[:, -1]
+
+    def _layer_inputs(self, i: int):
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            cache = kwargs.get("past_key_values")
+            if hidden.shape[1] > 1:  # prefill: the kept tokens, at their original positions
+                if i == self.k:
+                    hidden = self._choose(hidden, kwargs, cache)
+                mask, where = self.prefill_mask, torch.arange(self.index.shape[1], device=hidden.device)
+                kwargs["position_embeddings"] = tuple(self._gather(t) for t in kwargs["position_embeddings"])
+                if kwargs.get("position_ids") is not None:
+                    kwargs["position_ids"] = self._gather(kwargs["position_ids"])
+            else:  # decode: the cached kept tokens, then what this request generated so far
+                cached = cache.layers[i].get_seq_length()
+                grown = cached + 1 - self.slot_valid.shape[1]
+                mask = torch.cat([self.slot_valid, self.slot_valid.new_ones(len(hidden), grown)], dim=1)
+                mask, where = mask[:, None, None, :], torch.tensor([cached], device=hidden.device)
+            kwargs["attention_mask"] = mask
+            if "cache_position" in kwargs:  # transformers 5.17 passes where this layer's cache is written
+                kwargs["cache_position"] = where
+            if args:
+                return (hidden, *args[1:]), kwargs
+            kwargs["hidden_states"] = hidden
+            return args, kwargs
+
+        return hook
+
+    def _choose(self, hidden: torch.Tensor, kwargs: dict, cache) -> torch.Tensor:
+        cos, sin = kwargs["position_embeddings"]
+        layer = text_model(self.model).layers[self.k - 1].self_attn
+        query = self.query.view(len(hidden), -1, layer.head_dim)
+        last = rotate(query.float(), cos[:, -1, None, :].float(), sin[:, -1, None, :].float())
+        inputs = LayerInputs(
+            hidden=hidden,
+            keys=None if cache is None else cache.layers[self.k - 1].keys,
+            last_query=last,
+            visual=self.visual,
+            valid=self.valid,
+            counts=self.counts,
+            norm=text_model(self.model).norm,
+        )
+        chosen = self.method.keep(inputs, self.params) & self.visual
+        self.chosen, self.kept = chosen, chosen.sum(dim=1).tolist()
+        keep = (self.valid & ~self.visual) | chosen
+        lengths = keep.sum(dim=1)
+        width = int(lengths.max())
+        b = len(keep)
+        slot = keep.long().cumsum(dim=1) - 1 + (width - lengths)[:, None]  # left-padded slots
+        self.index = torch.zeros(b, width, dtype=torch.long, device=keep.device)
+        self.index[keep.nonzero()[:, 0], slot[keep]] = keep.nonzero()[:, 1]
+        self.slot_valid = torch.arange(width, device=keep.device)[None, :] >= (width - lengths)[:, None]
+        self.prefill_mask = self._prefill_mask()
+        return self._gather(hidden)
+
+    def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """(B, L, ...) -> (B, L', ...): the kept positions of each sample, in their slots."""
+        tensor = tensor.expand(len(self.index), *tensor.shape[1:])
+        index = self.index.view(*self.index.shape, *([1] * (tensor.dim() - 2)))
+        return tensor.gather(1, index.expand(-1, -1, *tensor.shape[2:]))
+
+    def _prefill_mask(self) -> torch.Tensor:
+        """(B, 1, L', L') bool: causal over the kept tokens (they keep their order), padding slots masked as
+        keys; each slot may see itself, so no row is empty."""
+        width = self.index.shape[1]
+        causal = torch.ones(width, width, dtype=torch.bool, device=self.index.device).tril()
+        eye = torch.eye(width, dtype=torch.bool, device=self.index.device)
+        return ((causal[None] & self.slot_valid[:, None, :]) | eye[None])[:, None]
+
+
+@contextmanager
+def pruning(model, method: Method, params: dict, budget: float | None, visual, valid, full):
+    """The hooks of an LLM-stage method for one request, or nothing for any other method."""
+    if method.stage != "llm" or budget is None or budget >= 1.0:
+        yield None
+        return
+    with Pruning(model, method, params, budget, visual, valid, full) as hooks:
+        yield hooks
