@@ -89,6 +89,7 @@ class Pruning:
         self.index: torch.Tensor | None = None  # (B, L') positions of the prompt each slot holds
         self.slot_valid: torch.Tensor | None = None  # (B, L') False for the padding slots
         self.prefill_mask: torch.Tensor | None = None
+        self.padded = False
         self.kept: list[int] | None = None
         self.chosen: torch.Tensor | None = None  # (B, L) bool: the visual tokens kept
         self.handles: list = []
@@ -123,9 +124,11 @@ class Pruning:
                     kwargs["position_ids"] = self._gather(kwargs["position_ids"])
             else:  # decode: the cached kept tokens, then what this request generated so far
                 cached = cache.layers[i].get_seq_length()
-                grown = cached + 1 - self.slot_valid.shape[1]
-                mask = torch.cat([self.slot_valid, self.slot_valid.new_ones(len(hidden), grown)], dim=1)
-                mask, where = mask[:, None, None, :], torch.tensor([cached], device=hidden.device)
+                where, mask = torch.tensor([cached], device=hidden.device), None
+                if self.padded:
+                    grown = cached + 1 - self.slot_valid.shape[1]
+                    mask = torch.cat([self.slot_valid, self.slot_valid.new_ones(len(hidden), grown)], dim=1)
+                    mask = mask[:, None, None, :]
             kwargs["attention_mask"] = mask
             if "cache_position" in kwargs:  # transformers 5.17 passes where this layer's cache is written
                 kwargs["cache_position"] = where
@@ -160,7 +163,9 @@ class Pruning:
         self.index = torch.zeros(b, width, dtype=torch.long, device=keep.device)
         self.index[keep.nonzero()[:, 0], slot[keep]] = keep.nonzero()[:, 1]
         self.slot_valid = torch.arange(width, device=keep.device)[None, :] >= (width - lengths)[:, None]
-        self.prefill_mask = self._prefill_mask()
+        # no padding slot: plain causal attention, so SDPA keeps its fast kernels (no explicit mask)
+        self.padded = not bool(self.slot_valid.all())
+        self.prefill_mask = self._prefill_mask() if self.padded else None
         return self._gather(hidden)
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
