@@ -81,6 +81,7 @@ METHOD = Method(
     stage="vision",
     reference="Liu et al., GlobalCom2 (arXiv 2501.05179); code: github.com/xuyang-liu16/GlobalCom2",
     select=select,
+    needs_anyres=True,
     params=(
         Param(
             "alpha", float, 0.5, "weight of the thumbnail's guidance in a crop's token scores", low=0, high=1

@@ -49,6 +49,13 @@ def uses_stock_path(method: Method, budget: float | None, fidelity: str) -> bool
     return fidelity == "paper" and (method.name == "none" or (budget is not None and budget >= 1.0))
 
 
+def picture_sizes(pixels, pictures) -> list[tuple[int, int]]:
+    """(height, width) per picture: the anyres processor says so; CLIP's (LLaVA-1.5) does not."""
+    if "image_sizes" in pixels:
+        return [tuple(s) for s in pixels["image_sizes"].tolist()]
+    return [(img.height, img.width) for img in pictures]
+
+
 def shown_pictures(method: Method, images: list, budget: float | None, params: dict, fidelity: str, config):
     """(pictures the model is shown, base-only flags): a method with a `prepare` step (resize) changes
     them before preprocessing; every other method shows them as they are."""
@@ -94,9 +101,12 @@ def prepare_batch(
     if stock:
         mark("select")
         projected = inner.multi_modal_projector(vision.features).split(vision.partitions)
-        features, _ = inner.pack_image_features(
-            projected, torch.tensor(image_sizes), config.vision_feature_select_strategy, inner.image_newline
-        )
+        features = [p.flatten(0, 1) for p in projected]  # LLaVA-1.5: one partition, as it is
+        if hasattr(inner, "pack_image_features"):  # LLaVA-Next: un-padding and newline tokens
+            select = config.vision_feature_select_strategy
+            features, _ = inner.pack_image_features(
+                projected, torch.tensor(image_sizes), select, inner.image_newline
+            )
         selections = None
     else:
         selections = method.select(vision, budget, fidelity, params)

@@ -132,8 +132,11 @@ def select_hired_reference(
     p = layout.partitions
     device = final_scores.device
     candidates = layout.candidates.to(device)
-    if p == 1 or budget >= 1.0:  # the released code only selects when the rate is below 1
+    if budget >= 1.0:  # the released code only selects when the rate is below 1
         return candidates
+    if p == 1:  # the released LLaVA-1.5 code: top int(576 * b) by layer-22 attention, raster order
+        top = torch.topk(final_scores[0].float(), min(n, int(n * budget))).indices
+        return top.sort().values
     n_total = int(p * n * budget)
     n0 = min(int(n_total * alpha), n)
     n_sub = min(n_total - n0, (p - 1) * n)

@@ -56,7 +56,8 @@ def image_layout(image_size: tuple[int, int], config, base_only: bool = False) -
     vision = config.vision_config
     side = vision.image_size // vision.patch_size
     n = side * side
-    partitions = image_size_to_num_patches(list(image_size), config.image_grid_pinpoints, vision.image_size)
+    pinpoints = getattr(config, "image_grid_pinpoints", None)  # none: LLaVA-1.5, one partition
+    partitions = image_size_to_num_patches(list(image_size), pinpoints, vision.image_size) if pinpoints else 1
     base = torch.arange(n)
     if partitions == 1 or base_only:
         return ImageLayout(tuple(image_size), (0, 0), side, base, (side, side), config)

@@ -86,6 +86,7 @@ METHOD = Method(
     stage="vision",
     reference="a baseline of this suite; VTC-Bench (2025) found downsampling beats many pruning methods",
     select=select,
+    needs_anyres=True,
     budgets={"paper": ("nearest",)},
     tokens=token_count,
     prepare=prepare,

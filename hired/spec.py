@@ -218,9 +218,8 @@ class Method:
     layers: Callable[[dict], set[int]] = _no_layers  # vision layers whose CLS query and keys it reads
     tokens: TokenCount = exact_count
     prepare: Prepare | None = None  # changes the pictures before preprocessing (the resize baseline)
-    keep: Callable | None = (
-        None  # llm stage (hired.llm.LlmKeep): per sample, the visual tokens kept at layer K
-    )
+    keep: Callable | None = None  # llm stage (hired.llm.LlmKeep): per sample, the visual tokens kept
+    needs_anyres: bool = False  # needs LLaVA-Next's sub-images: not for a one-partition model (LLaVA-1.5)
 
     @property
     def fidelities(self) -> tuple[str, ...]:

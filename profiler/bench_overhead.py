@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from hired.glue import prepare_batch
+from hired.glue import picture_sizes, prepare_batch
 from hired.methods import METHODS
 from profiler.runner import generate_tokens
 from profiler.timing import StepClock, Timeline
@@ -74,7 +74,7 @@ def main() -> None:
     lm = load_model(args.model, "auto", "auto", args.device)
     images = synthetic_images([(600, 600)], args.batch)
     pixels = lm.image_processor(images, return_tensors="pt")
-    sizes = [tuple(s) for s in pixels["image_sizes"].tolist()]
+    sizes = picture_sizes(pixels, images)
     ids = [lm.prompt_ids(DEFAULT_PROMPT)] * args.batch
     batch = prepare_batch(lm.model, pixels["pixel_values"], sizes, ids, METHODS["none"], 1.0, {})
     sampler = None

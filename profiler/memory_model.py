@@ -42,12 +42,17 @@ class ModelShape:
 
 @cache
 def _parameters(config_json: str) -> int:
-    import torch
-    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+    import json
 
-    config = LlavaNextConfig.from_dict(__import__("json").loads(config_json))
+    import torch
+    from transformers import AutoConfig
+
+    from workloads.models import architecture
+
+    data = json.loads(config_json)
+    config = AutoConfig.for_model(data.pop("model_type"), **data)
     with torch.device("meta"):  # shapes only: no memory, no initialisation
-        model = LlavaNextForConditionalGeneration(config)
+        model = architecture(config)[0](config)
     return sum(p.numel() for p in model.parameters())
 
 

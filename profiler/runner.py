@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import LogitsProcessorList
 
-from hired.glue import PreparedBatch, pad_id, prepare_batch, shown_pictures, vision_shape
+from hired.glue import PreparedBatch, pad_id, picture_sizes, prepare_batch, shown_pictures, vision_shape
 from hired.llm import pruning
 from hired.methods import METHODS, method_params
 from profiler.memory import Nvml, SamplerProcess, SamplerReading, gib, reset_torch_peak, torch_peak_gib
@@ -48,7 +48,7 @@ def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestRes
     pixels = lm.image_processor(shown, return_tensors="pt")
     prompt_ids = [lm.prompt_ids(workload.prompt)] * workload.batch_size
     pixel_values = pixels["pixel_values"].to(lm.device)
-    image_sizes = [tuple(s) for s in pixels["image_sizes"].tolist()]
+    image_sizes = picture_sizes(pixels, shown)
     timeline.mark("preprocess")
     batch = prepare_batch(
         lm.model,

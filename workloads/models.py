@@ -7,22 +7,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, LlavaNextConfig, LlavaNextForConditionalGeneration
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    LlavaForConditionalGeneration,
+    LlavaNextForConditionalGeneration,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 from workloads.device import resolve_device, resolve_dtype, resolve_model_name
 from workloads.errors import InputError
-from workloads.presets import CLIP_336_PROCESSOR, PRESETS, VICUNA_TEMPLATE, WEIGHTS, Preset
-from workloads.text import offline_tokenizer
+from workloads.presets import CLIP_336_CROP, CLIP_336_PROCESSOR, PRESETS, VICUNA_TEMPLATE, WEIGHTS, Preset
+from workloads.text import ChatTokenizer, offline_tokenizer
+
+# LLaVA-Next (anyres partitions) or LLaVA-1.5 (one partition): the model class and image processor of each
+ARCHITECTURES = {
+    "llava_next": (LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil, CLIP_336_PROCESSOR),
+    "llava": (LlavaForConditionalGeneration, CLIPImageProcessorPil, CLIP_336_CROP),
+}
+
+
+def architecture(config):
+    if config.model_type not in ARCHITECTURES:
+        raise InputError(f"{config.model_type!r} is not a LLaVA-Next or LLaVA model (llava_next, llava)")
+    return ARCHITECTURES[config.model_type]
 
 
 @dataclass
 class LoadedModel:
     """A model ready to measure, with the inputs it needs and a plain account of what it is."""
 
-    model: LlavaNextForConditionalGeneration
-    tokenizer: object  # text -> ids: a transformers tokenizer
-    image_processor: LlavaNextImageProcessorPil
+    model: LlavaNextForConditionalGeneration | LlavaForConditionalGeneration
+    tokenizer: object  # text -> {"input_ids": [...]}: a transformers tokenizer or the offline stand-in
+    image_processor: object  # LLaVA-Next's anyres processor, or CLIP's for LLaVA-1.5
     name: str  # preset name, folder or Hugging Face id
     weights: str  # "pretrained" | "random"
     template: str  # prompt format with "<image>" and "{prompt}"
@@ -99,49 +117,58 @@ def load_model(model: str, weights: str, dtype: str, device: str, seed: int = 0)
         loaded = _load_pretrained(name, source, torch_dtype, dev, preset)
     else:
         config = preset.config() if preset else _cached_config(name)
-        loaded = _build_random(name, config, torch_dtype, dev, seed, preset.template if preset else None)
+        loaded = _build_random(name, config, torch_dtype, dev, seed, preset)
         why = "" if preset is None or preset.hf_id is None else f"; {preset.hf_id} not found locally"
         loaded.notes.append(f"random weights (timing and memory are real, outputs are not{why})")
     loaded.notes[:0] = notes
     return loaded
 
 
-def _cached_config(name: str) -> LlavaNextConfig:
+def _cached_config(name: str):
     try:
-        return LlavaNextConfig.from_pretrained(name, local_files_only=True)
+        config = AutoConfig.from_pretrained(name, local_files_only=True)
     except Exception as exc:
         raise InputError(f"unknown model {name!r}: no local config for it (downloads are off)") from exc
+    architecture(config)
+    return config
 
 
-def _build_random(name, config, dtype, device, seed, template) -> LoadedModel:
+def offline(config, preset: Preset | None):
+    """The tokenizer of a model without local files: its preset's chat format, or the Vicuna stand-in."""
+    return ChatTokenizer(preset.chat) if preset and preset.chat else offline_tokenizer(config)
+
+
+def _build_random(name, config, dtype, device, seed, preset: Preset | None) -> LoadedModel:
     torch.manual_seed(seed)
+    model_class, processor_class, processor_settings = architecture(config)
     with torch.device(device):  # initialise on the target device: fast on GPUs, no host copy
-        model = LlavaNextForConditionalGeneration._from_config(config, dtype=dtype)
+        model = model_class._from_config(config, dtype=dtype)
     model.eval()
-    tokenizer = offline_tokenizer(config)
-    processor = LlavaNextImageProcessorPil(**CLIP_336_PROCESSOR)
-    return LoadedModel(model, tokenizer, processor, name, "random", template or VICUNA_TEMPLATE)
+    template = preset.template if preset else VICUNA_TEMPLATE
+    processor = processor_class(**processor_settings)
+    return LoadedModel(model, offline(config, preset), processor, name, "random", template)
 
 
 def _load_pretrained(name, path: Path, dtype, device, preset) -> LoadedModel:
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    model_class, processor_class, _ = architecture(AutoConfig.from_pretrained(path))
     # no device_map: that needs accelerate; safetensors load memory-mapped, then move once
-    model = LlavaNextForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
+    model = model_class.from_pretrained(path, dtype=dtype).to(device)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    processor = LlavaNextImageProcessorPil.from_pretrained(path)
+    processor = processor_class.from_pretrained(path)
     template = preset.template if preset else VICUNA_TEMPLATE
     notes = [f"pretrained weights from {path}"]
     return LoadedModel(model, tokenizer, processor, name, "pretrained", template, notes)
 
 
-def model_config(name: str) -> LlavaNextConfig:
+def model_config(name: str):
     """A model's configuration without its weights: a preset's, or a local folder's / cached id's."""
     preset = PRESETS.get(name)
     if preset is not None:
         return preset.config()
     path = find_pretrained(name)
-    return LlavaNextConfig.from_pretrained(path) if path is not None else _cached_config(name)
+    return AutoConfig.from_pretrained(path) if path is not None else _cached_config(name)
 
 
 def prompt_text_tokens(name: str, prompt: str) -> int:
@@ -151,6 +178,6 @@ def prompt_text_tokens(name: str, prompt: str) -> int:
     if path is not None:
         tokenizer = AutoTokenizer.from_pretrained(path)
     else:
-        tokenizer = offline_tokenizer(model_config(name))
+        tokenizer = offline(model_config(name), preset)
     template = preset.template if preset else VICUNA_TEMPLATE
     return len(tokenizer(template.replace("{prompt}", prompt))["input_ids"]) - 1

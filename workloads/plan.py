@@ -141,6 +141,36 @@ def expand(entry: MethodEntry) -> list[tuple[str, float | None, str, dict]]:
     return out
 
 
+def applicable(model: str, expanded: list[tuple[bool, tuple]]) -> list[tuple]:
+    """The expanded methods a model can run: one with a single partition per image (LLaVA-1.5) has no
+    sub-images for a method that needs LLaVA-Next's partitions; `all` passes those over, a method
+    named explicitly is refused."""
+    from hired.methods import METHODS
+
+    if any(METHODS[m[0]].needs_anyres for _, m in expanded) and not has_anyres(model):
+        for from_all, (name, *_) in expanded:
+            if METHODS[name].needs_anyres and not from_all:
+                raise ValueError(
+                    f"{name} needs LLaVA-Next's sub-image partitions; {model} has one partition per image"
+                )
+        return [m for _, m in expanded if not METHODS[m[0]].needs_anyres]
+    return [m for _, m in expanded]
+
+
+def has_anyres(model: str) -> bool:
+    """Whether a model cuts pictures into LLaVA-Next partitions (presets know; others: their config)."""
+    from workloads.presets import PRESETS
+
+    if model == "auto" or model in PRESETS:
+        return model == "auto" or PRESETS[model].anyres
+    try:
+        from workloads.models import model_config
+
+        return getattr(model_config(model), "image_grid_pinpoints", None) is not None
+    except Exception:  # an unknown model: refused later, with its own message
+        return True
+
+
 def plan_points(
     entries: list[MethodEntry],
     *,
@@ -157,12 +187,13 @@ def plan_points(
 
     common: weights, dtype, device, memory_cap, warmup, repeats, seed (the Point fields).
     """
-    methods = [m for entry in entries for m in expand(entry)]
+    expanded = [(entry.name == "all", m) for entry in entries for m in expand(entry)]
     fidelities = dict.fromkeys([fidelity, *(e.fidelity for e in entries)])
     head = [("none", 1.0, f, {}) for f in fidelities] if baseline else []
+    measured = {model: head + applicable(model, expanded) for model in models}
     points, seen, duplicates = [], set(), 0
     for model, given, batch in product(models, inputs, sorted(batch_sizes)):
-        for name, budget, fidelity, params in head + methods:
+        for name, budget, fidelity, params in measured[model]:
             point = Point(
                 name,
                 budget,

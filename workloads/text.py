@@ -10,6 +10,9 @@ custom prompt's length is close to, not exactly, the real one.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -57,3 +60,32 @@ def offline_tokenizer(config) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>"
     )
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A model's chat template, as its real tokenizer splits it around the question."""
+
+    template: str  # with "<image>" and "{prompt}"
+    before: tuple[int, ...]  # ids up to the question (BOS and the image token included)
+    after: tuple[int, ...]  # ids after the question
+    words: dict[str, int]  # the default question's pieces, with the real ids
+    unk: int = 0
+
+
+class ChatTokenizer:
+    """An offline stand-in for tokenizers whose legacy SentencePiece adds a piece after special tokens
+    (Mistral, Yi, LLaVA-1.5's Vicuna): the template's ids exact, the default question's pieces exact,
+    any other word or punctuation mark one token (a close, not exact, length)."""
+
+    def __init__(self, chat: ChatFormat):
+        self.chat = chat
+        self.prefix, self.suffix = chat.template.split("{prompt}")
+
+    def __call__(self, text: str) -> dict:
+        if not (text.startswith(self.prefix) and text.endswith(self.suffix)):
+            raise ValueError(f"not this model's chat template: {text!r}")
+        question = text[len(self.prefix) : len(text) - len(self.suffix)]
+        pieces = re.findall(r"\w+|[^\w\s]", question)
+        ids = [*self.chat.before, *(self.chat.words.get(p, self.chat.unk) for p in pieces), *self.chat.after]
+        return {"input_ids": ids}

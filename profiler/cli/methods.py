@@ -33,6 +33,7 @@ def method_rows() -> list[dict]:
                 for p in m.params
             ],
             "reference": m.reference,
+            "needs_anyres": m.needs_anyres,
         }
         for m in METHODS.values()
     ]
@@ -40,6 +41,11 @@ def method_rows() -> list[dict]:
 
 def budgets_text(budgets: dict) -> str:
     return "; ".join(f"{fidelity}: {', '.join(kinds)}" for fidelity, kinds in budgets.items())
+
+
+def stage_text(row: dict) -> str:
+    """'vision', 'llm', or 'vision (LLaVA-Next only)' for a method a one-partition model cannot run."""
+    return row["stage"] + (" (LLaVA-Next only)" if row["needs_anyres"] else "")
 
 
 def params_text(params: list[dict]) -> str:
@@ -58,7 +64,7 @@ def markdown() -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     lines += [
-        f"| `{r['name']}` | {r['stage']} | {budgets_text(r['budgets'])} | {params_text(r['params'])} | "
+        f"| `{r['name']}` | {stage_text(r)} | {budgets_text(r['budgets'])} | {params_text(r['params'])} | "
         f"{r['summary']} |"
         for r in rows
     ]
@@ -113,7 +119,7 @@ def methods(
         params = "\n".join(f"{p['name']} = {p['default']}; {p['range']}" for p in r["params"]) or "–"
         table.add_row(
             f"{r['name']}\n[dim]{r['summary']}[/]",
-            r["stage"],
+            stage_text(r),
             budgets_text(r["budgets"]),
             params,
             r["reference"],

@@ -19,8 +19,8 @@ from workloads.presets import PRESETS, WEIGHTS
 Model = Annotated[
     str,
     typer.Option(
-        help="Preset (" + ", ".join(PRESETS) + "), a local model folder or a cached Hugging Face id. "
-        "auto = llava-next-7b on a GPU, tiny on CPU."
+        help="Preset (" + ", ".join(PRESETS) + "), a local model folder or a cached Hugging Face id; "
+        "comma-separated for several, one after another. auto = llava-next-7b on a GPU, tiny on CPU."
     ),
 ]
 Method = Annotated[
@@ -145,7 +145,7 @@ def plan_command(
 
     return plan_points(
         method_entries(method, budget, fidelity, param),
-        models=[model],
+        models=[name.strip() for name in model.split(",")],
         inputs=[inputs],
         batch_sizes=[batch],
         fidelity=fidelity,

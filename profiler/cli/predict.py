@@ -62,23 +62,12 @@ def predict(
             rows = predictions(plan.points, dtype, memory_gib - overhead_gib)
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
-    table = Table(
-        title=f"{model} ({dtype}) on a {memory_gib:.0f} GiB card ({overhead_gib:.1f} GiB not PyTorch's), "
-        f"{new_tokens} new tokens",
-        title_justify="left",
+    title = (
+        f"{model} ({dtype}) on a {memory_gib:.0f} GiB card ({overhead_gib:.1f} GiB not PyTorch's), "
+        f"{new_tokens} new tokens"
     )
-    for name in ("method", "budget", "tokens/image", "peak b=1", "b=2", "b=4", "b=8", "largest batch"):
-        table.add_column(name, justify="left" if name == "method" else "right")
-    for r in rows:
-        peaks = r["peak_gib_by_batch"]
-        table.add_row(
-            r["method"],
-            r["budget_label"],
-            str(r["tokens_per_image"] or "adaptive"),
-            *("n/a" if peaks is None else f"{peaks[str(b)]:.1f}" for b in (1, 2, 4, 8)),
-            "n/a" if r["largest_batch"] is None else str(r["largest_batch"]),
-        )
-    out.print(table)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    out.print(predictions_table(rows, title) if len(models) == 1 else side_by_side(rows, models, title))
     out.print(
         "peaks in GiB of PyTorch-allocated memory (weights + KV cache + the largest phase's activations); "
         "a model, not a measurement: compare with oom-boundary on a real card",
@@ -91,3 +80,44 @@ def predict(
                 append_record(output, line)
             except WriteFailed as exc:
                 raise write_failed(exc, lines[i:]) from None
+
+
+def predictions_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in ("method", "budget", "tokens/image", "peak b=1", "b=2", "b=4", "b=8", "largest batch"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for r in rows:
+        peaks = r["peak_gib_by_batch"]
+        table.add_row(
+            r["method"],
+            r["budget_label"],
+            str(r["tokens_per_image"] or "adaptive"),
+            *("n/a" if peaks is None else f"{peaks[str(b)]:.1f}" for b in (1, 2, 4, 8)),
+            _largest(r),
+        )
+    return table
+
+
+def side_by_side(rows: list[dict], models: list[str], title: str) -> Table:
+    """Several models: per method and budget, each model's peak at batch 1 and largest batch."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("method")
+    table.add_column("budget", justify="right")
+    for name in models:
+        table.add_column(f"{name}\npeak b=1", justify="right")
+        table.add_column(f"{name}\nlargest batch", justify="right")
+    by_point: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        by_point.setdefault((r["method"], r["budget_label"], str(r["method_params"])), {})[r["model"]] = r
+    for (method, budget, _), mine in by_point.items():
+        cells = []
+        for name in models:
+            r = mine.get(name)
+            peaks = (r or {}).get("peak_gib_by_batch")
+            cells += ["n/a" if not peaks else f"{peaks['1']:.1f}", "n/a" if r is None else _largest(r)]
+        table.add_row(method, budget, *cells)
+    return table
+
+
+def _largest(row: dict) -> str:
+    return "n/a" if row["largest_batch"] is None else str(row["largest_batch"])

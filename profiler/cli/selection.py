@@ -63,8 +63,9 @@ def show_selection(
             lm = load_model(model, weights, dtype, device, seed)
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
+    from hired.capture import stack_partitions
     from hired.draw import draw_selection, partition_pictures
-    from hired.glue import shown_pictures, vision_pass, vision_shape
+    from hired.glue import picture_sizes, shown_pictures, vision_pass, vision_shape
     from hired.layout import image_layout
     from hired.methods import METHODS, method_params
 
@@ -74,7 +75,7 @@ def show_selection(
         chosen, [picture], point.budget, params, point.fidelity, lm.model.config
     )
     pixels = lm.image_processor(shown, return_tensors="pt")
-    size = tuple(pixels["image_sizes"][0].tolist())
+    size = picture_sizes(pixels, shown)[0]
     vision = vision_pass(lm.model, pixels["pixel_values"], [size], chosen.layers(params), base_only)
     vision.source_sizes = [(picture.height, picture.width)]
     layout = vision.layouts[0]
@@ -84,7 +85,9 @@ def show_selection(
         raise fail(f"{point.method} cannot select here: {exc}") from None
     processor = lm.image_processor
     pictures = partition_pictures(
-        pixels["pixel_values"][0, : layout.partitions], processor.image_mean, processor.image_std
+        stack_partitions(pixels["pixel_values"][:1], [layout.partitions]),
+        processor.image_mean,
+        processor.image_std,
     )
     kept = selection.tokens.shape[0]
     full = image_layout((picture.height, picture.width), lm.model.config).n_full  # before any resize
