@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hired.llm import LayerInputs, top_per_row
+from hired.llm import LLM_STAGE_NOT_COMPILED, LayerInputs, top_per_row
 from hired.spec import Method, Param, llm_layer
 
 RULES = {"l1": 1, "l2": 2}  # key norm that picks the pivots
@@ -54,6 +54,8 @@ METHOD = Method(
     name="dart",
     summary="from LLM layer K on, the visual tokens least similar to key-norm pivots (duplicates dropped)",
     stage="llm",
+    engines=("eager",),
+    engines_why=LLM_STAGE_NOT_COMPILED,
     reference="Wen et al., DART, EMNLP 2025 (arXiv 2502.11494); code: github.com/ZichenWen1/DART",
     keep=keep,
     params=(

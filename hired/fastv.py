@@ -5,7 +5,7 @@ hooked query, so the model stays on SDPA."""
 
 from __future__ import annotations
 
-from hired.llm import LayerInputs, top_per_row
+from hired.llm import LLM_STAGE_NOT_COMPILED, LayerInputs, top_per_row
 from hired.spec import Method, llm_layer
 
 
@@ -18,6 +18,8 @@ METHOD = Method(
     name="fastv",
     summary="from LLM layer K on, the visual tokens the last prompt token attends to most at layer K-1",
     stage="llm",
+    engines=("eager",),
+    engines_why=LLM_STAGE_NOT_COMPILED,
     reference="Chen et al., FastV, ECCV 2024 (arXiv 2403.06764); code: github.com/pkunlp-icler/FastV",
     keep=keep,
     params=(llm_layer("layer", 2, "decoder layer K from which visual tokens are dropped (ranked at K - 1)"),),

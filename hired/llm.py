@@ -44,6 +44,12 @@ class LayerInputs:
         return scores.masked_fill(~self.valid[:, None, :], float("-inf")).softmax(dim=-1)
 
 
+# why the compiled engine is refused: its static KV cache has one length for every layer
+LLM_STAGE_NOT_COMPILED = (
+    "it drops tokens inside the LLM, so layers from K on cache fewer tokens than the first K, and the "
+    "compiled engine's static KV cache has one length for every layer; use --engine eager"
+)
+
 LlmKeep = Callable[[LayerInputs, dict], torch.Tensor]  # (B, L) bool: the visual tokens kept
 
 

@@ -52,14 +52,28 @@ def _tokens(visual: dict) -> str:
     return f"Σ {sum(kept)}/{sum(full)} ({percent})"
 
 
+def baseline_of(record: dict, rows: list[dict]) -> dict | None:
+    """The baseline a point is compared with: the ok `none` point of its own run with its model, batch
+    size, fidelity and engine, else of any run with those."""
+    c = record["config"]
+
+    def alike(other: dict) -> bool:
+        o = other["config"]
+        return all(o.get(k) == c.get(k) for k in ("model", "batch_size", "fidelity")) and o.get(
+            "engine", "eager"
+        ) == c.get("engine", "eager")
+
+    same = [r for r in rows if r["config"]["method"] == "none" and r["status"] == "ok" and alike(r)]
+    own = [r for r in same if r.get("run_id") == record.get("run_id")]
+    return (own or same or [None])[0]
+
+
 def results_table(records: list[dict], title: str) -> Table:
-    """One row per record; ratios against the first ok record whose method is `none`.
+    """One row per record; ratios against its baseline (`baseline_of`: same run, batch, engine).
 
     Failed points show their status and a footnote number; the messages go in the caption.
     """
-    base = next(
-        (r["metrics"] for r in records if r["status"] == "ok" and r["config"]["method"] == "none"), None
-    )
+    engines = {r["config"].get("engine", "eager") for r in records}
     table = Table(title=title, title_justify="left", caption_justify="left")
     notes = []
     for name, justify in [
@@ -67,6 +81,7 @@ def results_table(records: list[dict], title: str) -> Table:
         ("budget", "right"),
         ("visual tokens\nkept/full", "right"),
         ("TTFT\ns", "right"),
+        ("TTFT p90\ns", "right"),
         ("TPOT\nms", "right"),
         ("decode\ntok/s", "right"),
         ("e2e\ntok/s", "right"),
@@ -85,21 +100,25 @@ def results_table(records: list[dict], title: str) -> Table:
         )
         if cfg.get("fidelity") == "reference":
             label += " (reference)"
+        if len(engines) > 1:
+            label += f" [{cfg.get('engine', 'eager')}]"
         budget = cfg["budget"] if isinstance(cfg["budget"], str) else f"{cfg['budget']:.0%}"
         if r["status"] != "ok":
             notes.append(r["error"])
-            table.add_row(label, budget, f"[red]{r['status'].upper()}[/] ({len(notes)})", *[""] * 8)
+            table.add_row(label, budget, f"[red]{r['status'].upper()}[/] ({len(notes)})", *[""] * 9)
             continue
         m = r["metrics"]
         ttft, tpot = _median(m, "ttft_s"), _median(m, "tpot_s")
         decode, e2e = _median(m, "decode_tokens_per_s"), _median(m, "e2e_tokens_per_s")
         mem = peak_memory_gib(m)[0]
-        b = base or {}
+        base = baseline_of(r, records)
+        b = (base or {}).get("metrics") or {}
         table.add_row(
             label,
             budget,
             _tokens(m["visual_tokens"]),
             _fmt(ttft, ".3f"),
+            _fmt((m.get("ttft_s") or {}).get("p90"), ".3f"),
             _fmt(tpot, ".1f", 1e3),
             _fmt(decode, ".1f"),
             _fmt(e2e, ".1f"),

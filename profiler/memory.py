@@ -81,7 +81,18 @@ class SamplerReading:
     pid_visible: bool
     samples: int
     seconds: float
-    energy_mj: int | None
+    energy_mj: int | None  # the total-energy counter's difference
+    power_energy_mj: float | None = None  # integrated power draw (GPUs without the counter)
+    foreign: dict | None = None  # other processes on the card during the request: PID -> peak bytes
+
+    @property
+    def energy(self) -> tuple[float | None, str | None]:
+        """(millijoules, how): the counter where the GPU has one, else the power integral."""
+        if self.energy_mj is not None:
+            return float(self.energy_mj), "counter"
+        if self.power_energy_mj is not None:
+            return self.power_energy_mj, "power_integral"
+        return None, None
 
     @property
     def hz(self) -> float | None:
@@ -157,6 +168,8 @@ class SamplerProcess:
             r["samples"],
             r["seconds"],
             r["energy_mj"],
+            r.get("power_energy_mj"),
+            r.get("foreign") or {},
         )
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
 """The NVML sampler: a process of its own that polls one GPU between `start` and `stop`.
 
 Apart from the measured process, its polling never competes with the measured Python thread for
-the GIL. It reads the device's used memory, this PID's used memory and the total-energy counter.
+the GIL. It reads the device's used memory, this PID's used memory, the total-energy counter (or,
+where a GPU has none, the power draw, integrated by the trapezoid rule) and which other processes
+use the card.
 
     python -m profiler.nvml_sampler --uuid GPU-... --pid 1234 [--interval 0.002] [--nvml pynvml]
 
@@ -20,6 +22,7 @@ import select
 import signal
 import sys
 import time
+from itertools import pairwise
 
 
 class LineReader:
@@ -55,25 +58,47 @@ def energy_mj(nvml, handle) -> int | None:
         return None
 
 
-def process_bytes(nvml, handle, pid: int) -> tuple[int | None, bool]:
-    """(this PID's used bytes or None, whether the PID is visible to NVML)."""
+def power_mw(nvml, handle) -> int | None:
+    """The board's power draw in milliwatts; None where NVML cannot read it."""
+    try:
+        return int(nvml.nvmlDeviceGetPowerUsage(handle))
+    except Exception:
+        return None
+
+
+def processes(nvml, handle, pid: int) -> tuple[int | None, bool, dict[int, int]]:
+    """(this PID's used bytes or None, whether the PID is visible to NVML, other PIDs' used bytes)."""
+    mine, visible, others = None, False, {}
     for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+        used = None if proc.usedGpuMemory is None else int(proc.usedGpuMemory)
         if proc.pid == pid:
-            used = proc.usedGpuMemory
-            return (None if used is None else int(used)), True
-    return None, False
+            mine, visible = used, True
+        else:
+            others[int(proc.pid)] = used or 0
+    return mine, visible, others
+
+
+def trapezoid_mj(samples: list[tuple[float, int]]) -> float | None:
+    """Energy in millijoules from (seconds, milliwatts) samples, by the trapezoid rule."""
+    if len(samples) < 2:
+        return None
+    return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in pairwise(samples))
 
 
 def sample(nvml, handle, pid: int, interval: float, commands: LineReader) -> tuple[dict, str | None]:
     """Poll until a command (or end of input) arrives; return the peaks and that command."""
-    device_peak, process_peak, pid_seen, samples = 0, None, False, 0
+    device_peak, process_peak, pid_seen, samples, foreign, power = 0, None, False, 0, {}, []
     start_energy, start = energy_mj(nvml, handle), time.perf_counter()
     while True:
         device_peak = max(device_peak, int(nvml.nvmlDeviceGetMemoryInfo(handle).used))
-        used, visible = process_bytes(nvml, handle, pid)
+        used, visible, others = processes(nvml, handle, pid)
         pid_seen |= visible
         if used is not None:
             process_peak = used if process_peak is None else max(process_peak, used)
+        for other, used_bytes in others.items():
+            foreign[other] = max(foreign.get(other, 0), used_bytes)
+        if start_energy is None and (draw := power_mw(nvml, handle)) is not None:
+            power.append((time.perf_counter() - start, draw))  # no energy counter: integrate power
         samples += 1
         command = commands.readline(interval)
         if command is not None or commands.eof:
@@ -88,6 +113,8 @@ def sample(nvml, handle, pid: int, interval: float, commands: LineReader) -> tup
         "samples": samples,
         "seconds": seconds,
         "energy_mj": energy,
+        "power_energy_mj": trapezoid_mj(power),
+        "foreign": {str(k): v for k, v in foreign.items()},
     }, command
 
 

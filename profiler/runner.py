@@ -7,6 +7,7 @@ inside a point (out of memory, any exception) becomes that point's record; the c
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,7 +66,7 @@ def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestRes
     )
     valid = batch.attention_mask.bool()
     with pruning(lm.model, method, point.params, point.budget, batch.visual, valid, batch.full) as inside:
-        tokens = generate_tokens(lm.model, batch, workload.new_tokens, [clock]).cpu()
+        tokens = generate_tokens(lm.model, batch, workload.new_tokens, [clock], point.engine).cpu()
     if inside is not None:  # an LLM-stage method: what layers >= K saw
         batch.entering, batch.kept = batch.kept, inside.kept
     timeline.mark_host("end")
@@ -79,9 +80,14 @@ def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestRes
 
 @torch.inference_mode()
 def generate_tokens(
-    model, batch: PreparedBatch, new_tokens: int, processors: list | None = None
+    model, batch: PreparedBatch, new_tokens: int, processors: list | None = None, engine: str = "eager"
 ) -> torch.Tensor:
-    """Greedy decoding of exactly `new_tokens` per sample (EOS ignored): every request does the same work."""
+    """Greedy decoding of exactly `new_tokens` per sample (EOS ignored): every request does the same work.
+
+    engine "compiled": a static KV cache sized to the prompt plus `new_tokens`, and the decoding step
+    under torch.compile (CUDA graphs on a GPU: mode "reduce-overhead"; the default mode on a CPU);
+    the first request of a shape compiles, later ones reuse the graphs.
+    """
     return model.generate(
         inputs_embeds=batch.inputs_embeds,
         attention_mask=batch.attention_mask,
@@ -91,7 +97,17 @@ def generate_tokens(
         num_beams=1,
         pad_token_id=pad_id(model),
         logits_processor=LogitsProcessorList(processors or []),
+        **(compiled_engine(model.device) if engine == "compiled" else {}),
     )
+
+
+def compiled_engine(device: torch.device) -> dict:
+    """generate()'s arguments for the compiled engine on this device."""
+    from transformers import CompileConfig
+
+    config = CompileConfig(mode="reduce-overhead" if device.type == "cuda" else "default", fullgraph=False)
+    config._compile_all_devices = True  # transformers compiles only on accelerators unless told
+    return {"cache_implementation": "static", "compile_config": config}
 
 
 def aggregate(per_request: list[dict]) -> dict:
@@ -120,6 +136,7 @@ class Runner:
     memory_cap_gib: float | None = None
     torch_trace: Path | None = None  # write a Chrome trace of one more request per point
     on_request: Callable[[], None] = lambda: None
+    clock: Callable[[], float] = time.perf_counter  # what --min-duration is counted on
 
     def __post_init__(self) -> None:
         # what the model alone holds: an OOM clean-up must get back to this
@@ -148,6 +165,8 @@ class Runner:
             "repeats": self.repeats,
             "memory_cap_gib": self.memory_cap_gib,
             "seed": self.seed,
+            "engine": point.engine,
+            "min_duration_s": point.min_duration,
             "point_key": point.key,
         }
 
@@ -165,11 +184,13 @@ class Runner:
             point = replace(point, params=params)
             config["method_params"] = params
             torch.manual_seed(self.seed)
+            compile_s = self._compile(workload, point)
             for _ in range(self.warmup):
                 run_request(self.lm, workload, point)
                 self.on_request()
             per_request, torch_peaks, readings = [], [], []
-            for _ in range(self.repeats):
+            started = self.clock()
+            while len(per_request) < self.repeats or self.clock() - started < point.min_duration:
                 reset_torch_peak(self.lm.device)
                 if self.sampler:
                     self.sampler.begin()
@@ -205,18 +226,31 @@ class Runner:
         notes: dict[str, str] = {}
         metrics["peak_memory_gib"] = self._peaks(torch_peaks, readings, notes)
         generated = workload.batch_size * workload.new_tokens
-        energy = [r.energy_mj / 1e3 for r in readings if r.energy_mj is not None]
+        measured = [r.energy for r in readings if r.energy[0] is not None]
+        energy = [mj / 1e3 for mj, _ in measured]
         metrics["energy_j"] = {
             "per_request": summarize(energy),
             "per_token": summarize([j / generated for j in energy]),
         }
+        metrics["energy_method"] = measured[0][1] if measured else None
         metrics["nvml_sample_hz"] = summarize([r.hz for r in readings])
         metrics["visual_tokens"] = _visual_tokens(result.batch, point, vision_shape(self.lm.model).llm_depth)
         metrics["unavailable"] = self._unavailable(metrics)
         metrics["estimated"] = notes
-        metrics["warnings"] = variance_warnings(metrics) + traced
+        metrics["warnings"] = variance_warnings(metrics) + traced + isolation_warnings(readings)
+        metrics["requests"] = len(per_request)
+        metrics["compile_s"] = compile_s
         outputs = result.tokens.tolist() if self.save_outputs else None
         return make_record(self.run_id, "ok", config, self.hardware, metrics, outputs=outputs)
+
+    def _compile(self, workload: Workload, point: Point) -> float | None:
+        """The compiled engine's first request of this shape, untimed: it compiles. Returns its wall
+        time (tracing, compiling, one run), kept out of every timed request; None for eager."""
+        if point.engine != "compiled":
+            return None
+        start = time.perf_counter()
+        run_request(self.lm, workload, point)
+        return time.perf_counter() - start
 
     def _trace(self, workload: Workload, point: Point) -> list[str]:
         """One more request under the torch profiler, if asked; a trace that cannot be written is a
@@ -274,7 +308,7 @@ class Runner:
             ):
                 reasons[key] = self.nvml_reason
         elif metrics["energy_j"]["per_request"] is None:
-            reasons["energy_j"] = "this GPU has no NVML total-energy counter"
+            reasons["energy_j"] = "this GPU has neither NVML's total-energy counter nor a power reading"
         if self.baseline_device_gib is None:
             reasons["peak_memory_gib.baseline_device"] = self.nvml_reason
         if self.sampler is not None and peaks["nvml_process"] is None:
@@ -317,6 +351,18 @@ def variance_warnings(metrics: dict) -> list[str]:
             f"TTFT varies {cv:.1%} run to run (over {TTFT_CV_LIMIT:.0%}): add --repeats or quiet the machine"
         ]
     return []
+
+
+def isolation_warnings(readings: list[SamplerReading]) -> list[str]:
+    """Other processes that used the GPU during a measured request (their work skews every figure)."""
+    foreign: dict[str, int] = {}
+    for reading in readings:
+        for pid, used in (reading.foreign or {}).items():
+            foreign[pid] = max(foreign.get(pid, 0), used)
+    if not foreign:
+        return []
+    listed = ", ".join(f"PID {pid} ({used / 2**30:.2f} GiB)" for pid, used in sorted(foreign.items()))
+    return [f"other processes used this GPU during the measurement: {listed}"]
 
 
 def trace_path(base: Path, point: Point) -> Path:

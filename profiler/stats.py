@@ -15,7 +15,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summarize(values: list[float | None]) -> dict | None:
-    """{median, mean, stdev, min, max, p90, values}; None when nothing was measured.
+    """{median, mean, stdev, min, max, p90, p99, values}; None when nothing was measured.
 
     stdev is the sample standard deviation (n - 1), None for a single value.
     """
@@ -29,6 +29,7 @@ def summarize(values: list[float | None]) -> dict | None:
         "min": min(measured),
         "max": max(measured),
         "p90": percentile(measured, 90),
+        "p99": percentile(measured, 99),
         "values": measured,
     }
 

@@ -51,6 +51,8 @@ def planned_config(point: Point, sweep: str | None) -> dict:
         "repeats": point.repeats,
         "memory_cap_gib": None,
         "seed": point.seed,
+        "engine": point.engine,
+        "min_duration_s": point.min_duration,
         "point_key": point.key,
     }
     return config if sweep is None else {**config, "sweep": sweep}

@@ -7,7 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from profiler.console import varying_params
+from profiler.console import baseline_of, varying_params
 from reports import figures
 from reports.data import (
     METHOD_ORDER,
@@ -40,22 +40,6 @@ def fmt(value: float | None, spec: str = ".3g") -> str:
 
 def failed(record: dict) -> str:
     return f"{record['status'].upper()}: {record.get('error') or ''}".strip()
-
-
-def baseline_of(record: dict, rows: list[dict]) -> dict | None:
-    """The baseline a point is compared with: the ok `none` point of its own run at its batch size and
-    fidelity, else of any run at that batch size and fidelity."""
-    c = record["config"]
-    same = [
-        r
-        for r in rows
-        if r["config"]["method"] == "none"
-        and r["status"] == "ok"
-        and r["config"]["batch_size"] == c["batch_size"]
-        and r["config"].get("fidelity") == c.get("fidelity")
-    ]
-    own = [r for r in same if r.get("run_id") == record.get("run_id")]
-    return (own or same or [None])[0]
 
 
 def ratios(record: dict, base: dict | None) -> tuple[float | None, float | None, float | None]:
@@ -496,6 +480,15 @@ def setup_section(results: Results) -> Section:
                 [[f, str(n), why] for (f, why), n in sorted(results.skipped.items())],
                 f"{results.skipped_lines} line(s) not used: not records this suite can read",
             )
+        )
+    methods = Counter((r.get("metrics") or {}).get("energy_method") for r in results.points)
+    methods.pop(None, None)
+    if methods:
+        said = {"counter": "NVML's total-energy counter", "power_integral": "NVML power draw, integrated"}
+        parts.append(
+            "Energy: "
+            + ", ".join(f"{said.get(m, m)} ({n} points)" for m, n in methods.most_common())
+            + " (the power integral, for GPUs without the counter, is coarser: it samples every few ms)."
         )
     if results.duplicates:
         parts.append(f"{results.duplicates} identical record(s) read more than once were counted once.")

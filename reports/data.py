@@ -164,7 +164,8 @@ def image_label(config: dict) -> str:
 
 
 def workload(record: dict) -> tuple:
-    """What must match for points to be compared: model, weights, dtype, fidelity, images, tokens, machine."""
+    """What must match for points to be compared: model, weights, dtype, fidelity, images, tokens, engine,
+    machine."""
     c = record["config"]
     return (
         c.get("model"),
@@ -173,14 +174,18 @@ def workload(record: dict) -> tuple:
         c.get("fidelity"),
         image_label(c),
         c.get("new_tokens"),
+        c.get("engine", "eager"),
         machine(record),
     )
 
 
 def workload_title(key: tuple) -> str:
-    model, weights, dtype, fidelity, images, tokens, where = key
+    model, weights, dtype, fidelity, images, tokens, engine, where = key
     ref = ", reference fidelity" if fidelity == "reference" else ""
-    return f"{model} ({weights} weights, {dtype}{ref}) · {images} images · {tokens} new tokens · {where}"
+    engine = f", {engine} engine" if engine != "eager" else ""
+    return (
+        f"{model} ({weights} weights, {dtype}{ref}{engine}) · {images} images · {tokens} new tokens · {where}"
+    )
 
 
 def median(record: dict, metric: str) -> float | None:

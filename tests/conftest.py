@@ -1,4 +1,7 @@
+import json
 import logging
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,3 +16,17 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 def tiny():
     """The tiny preset (real LLaVA-Next geometry, toy widths), random weights, on CPU; built once."""
     return load_model("tiny", "random", "float32", "cpu", seed=0)
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    """Configure the fake pynvml the sampler process will import; returns a function taking the script."""
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("FAKE_NVML_PID", str(os.getpid()))
+
+    def configure(**script):
+        monkeypatch.setenv("FAKE_NVML", json.dumps(script))
+        return "tests.fake_pynvml"
+
+    return configure

@@ -2,7 +2,8 @@
 
 Scripted by the FAKE_NVML environment variable (JSON): "used" (bytes, one per reading, the last
 repeats), "processes" ([[pid, bytes], ...]; "$PID" for the measuring process), "energy_mj"
-(counter start, or null: not supported), "energy_step_mj" (added per reading), "init_error".
+(counter start, or null: not supported), "energy_step_mj" (added per reading), "power_mw" (one per
+power reading, the last repeats; absent: not supported), "init_error".
 """
 
 import json
@@ -50,3 +51,15 @@ def nvmlDeviceGetTotalEnergyConsumption(handle):
     if _config.get("energy_mj") is None:
         raise NVMLError_NotSupported("Not Supported")
     return _config["energy_mj"] + _readings * _config.get("energy_step_mj", 0)
+
+
+_power_readings = 0
+
+
+def nvmlDeviceGetPowerUsage(handle):
+    global _power_readings
+    if "power_mw" not in _config:
+        raise NVMLError_NotSupported("Not Supported")
+    trace = _config["power_mw"]
+    _power_readings += 1
+    return trace[min(_power_readings - 1, len(trace) - 1)]

@@ -59,7 +59,7 @@ HARDWARE_KEYS = {
     "python",
     "platform",
 }
-STATS = {"median", "mean", "stdev", "min", "max", "p90", "values"}
+STATS = {"median", "mean", "stdev", "min", "max", "p90", "p99", "values"}
 
 
 def invoke(*args):

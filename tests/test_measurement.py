@@ -2,7 +2,6 @@
 the runner wired to it, phase bookkeeping, py-spy and torch traces, the memory cap and `env`."""
 
 import json
-import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,19 +17,6 @@ from workloads.images import synthetic_images
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = CliRunner()
-
-
-@pytest.fixture
-def fake_nvml(monkeypatch):
-    """Configure the fake pynvml the sampler process will import; returns a function taking the script."""
-    monkeypatch.setenv("PYTHONPATH", f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.setenv("FAKE_NVML_PID", str(os.getpid()))
-
-    def configure(**script):
-        monkeypatch.setenv("FAKE_NVML", json.dumps(script))
-        return "tests.fake_pynvml"
-
-    return configure
 
 
 def test_sampler_reads_peaks_pid_memory_and_energy(fake_nvml):

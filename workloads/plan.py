@@ -17,6 +17,10 @@ from PIL import Image
 
 from workloads.presets import DEFAULT_PROMPT
 
+# fields added after 0.1.0, left out of a point's key at these values so older files still match
+LATER_FIELDS = {"images": None, "engine": "eager", "min_duration": 0.0}
+ENGINES = ("eager", "compiled")
+
 
 @dataclass(frozen=True)
 class Point:
@@ -39,6 +43,8 @@ class Point:
     warmup: int = 2
     repeats: int = 5
     seed: int = 0
+    engine: str = "eager"  # "eager": transformers' generate; "compiled": static KV cache + torch.compile
+    min_duration: float = 0.0  # measured requests go on until both `repeats` and this many seconds
 
     @property
     def label(self) -> str:
@@ -51,8 +57,9 @@ class Point:
         Fields added after the first release are left out at their default, so older files still match.
         """
         fields = asdict(self)
-        if fields["images"] is None:
-            del fields["images"]
+        for name, default in LATER_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -157,6 +164,18 @@ def applicable(model: str, expanded: list[tuple[bool, tuple]]) -> list[tuple]:
     return [m for _, m in expanded]
 
 
+def check_engines(engines, expanded: list[tuple]) -> None:
+    """Known engines, each method able to run on each."""
+    from hired.methods import METHODS
+
+    for engine in engines:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r} (use {', '.join(ENGINES)})")
+        for name, *_ in expanded:
+            if engine not in METHODS[name].engines:
+                raise ValueError(f"{name} cannot run on the {engine} engine: {METHODS[name].engines_why}")
+
+
 def has_anyres(model: str) -> bool:
     """Whether a model cuts pictures into LLaVA-Next partitions (presets know; others: their config)."""
     from workloads.presets import PRESETS
@@ -179,20 +198,23 @@ def plan_points(
     batch_sizes: list[int],
     fidelity: str = "paper",
     baseline: bool = True,
+    engines: tuple[str, ...] = ("eager",),
     **common,
 ) -> Plan:
     """Ordered points: one model at a time (built once), input set by input set, batch sizes ascending
     (memory grows with the batch), the baseline first at each batch size (one per fidelity measured),
     then the entries in order. Identical points are planned once.
 
-    common: weights, dtype, device, memory_cap, warmup, repeats, seed (the Point fields).
+    common: weights, dtype, device, memory_cap, warmup, repeats, seed, min_duration (Point fields).
+    Engines are an axis too; a method that cannot run compiled is refused for it.
     """
     expanded = [(entry.name == "all", m) for entry in entries for m in expand(entry)]
     fidelities = dict.fromkeys([fidelity, *(e.fidelity for e in entries)])
     head = [("none", 1.0, f, {}) for f in fidelities] if baseline else []
     measured = {model: head + applicable(model, expanded) for model in models}
+    check_engines(engines, [m for _, m in expanded])
     points, seen, duplicates = [], set(), 0
-    for model, given, batch in product(models, inputs, sorted(batch_sizes)):
+    for model, engine, given, batch in product(models, engines, inputs, sorted(batch_sizes)):
         for name, budget, fidelity, params in measured[model]:
             point = Point(
                 name,
@@ -205,6 +227,7 @@ def plan_points(
                 images=given.images,
                 new_tokens=given.new_tokens,
                 prompt=given.prompt,
+                engine=engine,
                 **common,
             )
             if point.key in seen:

@@ -10,9 +10,9 @@
     budgets = [0.1, 0.2, 0.4]          # or "adaptive" for prumerge / prumerge+
     alpha = 0.5                         # any of the method's parameters; a list is an axis of the grid
 
-Optional top-level keys: weights, dtype, device, fidelity, prompt, warmup, repeats, seed,
-memory_cap, output. The baseline (`none`) is measured whether listed or not; `name = "all"` is every
-method defined at the budgets. Identical points are planned once.
+Optional top-level keys: weights, dtype, device, fidelity, prompt, warmup, repeats, min_duration,
+seed, memory_cap, engines, output. The baseline (`none`) is measured whether listed or not;
+`name = "all"` is every method defined at the budgets. Identical points are planned once.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ TOP_KEYS = {
     "memory_cap": str,
     "output": str,
     "methods": list,
+    "engines": list,
+    "min_duration": (int, float),
 }
 REQUIRED = ("models", "batch_sizes", "methods")
 ENTRY_KEYS = {"name", "budgets", "fidelity"}  # plus the method's own parameters (hired.spec)
@@ -186,7 +188,8 @@ def load_sweep(path: Path) -> Sweep:
             raise _fail(source, key, "missing (required)")
     for key, kind in TOP_KEYS.items():
         if key in data and not isinstance(data[key], kind):
-            raise _fail(source, key, f"must be a {kind.__name__}, got {type(data[key]).__name__}")
+            name = "number" if isinstance(kind, tuple) else kind.__name__
+            raise _fail(source, key, f"must be a {name}, got {type(data[key]).__name__}")
     models = data["models"]
     if not models or not all(isinstance(m, str) and m for m in models):
         raise _fail(source, "models", "must be a non-empty list of model names")
@@ -206,19 +209,31 @@ def load_sweep(path: Path) -> Sweep:
         for i, entry in enumerate(data["methods"])
     ]
     prompt = data.get("prompt", DEFAULT_PROMPT)
-    plan = plan_points(
-        entries,
-        models=models,
-        inputs=[Inputs(sizes, None, tokens, prompt) for tokens in new_tokens for sizes in image_sizes],
-        batch_sizes=batch_sizes,
-        fidelity=fidelity,
-        weights=data.get("weights", "auto"),
-        dtype=data.get("dtype", "auto"),
-        device=data.get("device", "auto"),
-        memory_cap=data.get("memory_cap"),
-        warmup=data.get("warmup", 2),
-        repeats=data.get("repeats", 5),
-        seed=data.get("seed", 0),
-    )
+    if data.get("min_duration", 0) < 0:
+        raise _fail(source, "min_duration", f"must be >= 0 seconds, got {data['min_duration']}")
+    engines = data.get("engines", ["eager"])
+    if not engines or not all(isinstance(e, str) for e in engines):
+        raise _fail(
+            source, "engines", f'must be a non-empty list such as ["eager", "compiled"], got {engines!r}'
+        )
+    try:
+        plan = plan_points(
+            entries,
+            models=models,
+            inputs=[Inputs(sizes, None, tokens, prompt) for tokens in new_tokens for sizes in image_sizes],
+            batch_sizes=batch_sizes,
+            fidelity=fidelity,
+            weights=data.get("weights", "auto"),
+            dtype=data.get("dtype", "auto"),
+            device=data.get("device", "auto"),
+            memory_cap=data.get("memory_cap"),
+            warmup=data.get("warmup", 2),
+            repeats=data.get("repeats", 5),
+            seed=data.get("seed", 0),
+            engines=tuple(engines),
+            min_duration=float(data.get("min_duration", 0)),
+        )
+    except ValueError as exc:  # an engine a method cannot run on, a method a model cannot run
+        raise InputError(f"{source}: {exc}") from None
     output = Path(data.get("output", f"results/{path.stem}.jsonl"))
     return Sweep(path.stem, data.get("description", ""), output, plan.points, plan.duplicates)

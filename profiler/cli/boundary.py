@@ -35,6 +35,7 @@ def oom_boundary(
     repeats: options.Repeats = 1,
     seed: options.Seed = 0,
     output: options.Output = Path("results/oom-boundary.jsonl"),
+    engine: options.Engine = "eager",
     force: options.Force = False,
 ) -> None:
     """The largest batch that fits, per method x budget: galloping (1, 2, 4, ...) then binary search.
@@ -55,6 +56,7 @@ def oom_boundary(
             param,
             model,
             options.make_inputs(image_size, None, prompt, new_tokens),
+            engine=engine,
             weights=weights,
             dtype=dtype,
             device=device,

@@ -81,6 +81,19 @@ MemoryCap = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Engine = Annotated[
+    str,
+    typer.Option(
+        help="eager: transformers' generate as is; compiled: a static KV cache and torch.compile (CUDA "
+        "graphs on a GPU), compiled once per point outside the timed requests. Comma-separated for both."
+    ),
+]
+MinDuration = Annotated[
+    float,
+    typer.Option(
+        help="Measure until both --repeats requests and this many seconds are reached (MLPerf-style)."
+    ),
+]
 Force = Annotated[
     bool,
     typer.Option(
@@ -138,11 +151,15 @@ def plan_command(
     inputs: Inputs,
     batch: int = 1,
     baseline: bool = True,
+    engine: str = "eager",
     **common,
 ):
-    """The points of one command's options (one model, one input set, one batch size)."""
+    """The points of one command's options (one input set, one batch size; models and engines may be
+    comma-separated lists)."""
     from workloads.plan import plan_points
 
+    if common.get("min_duration", 0) < 0:
+        raise InputError(f"--min-duration must be >= 0 seconds, got {common['min_duration']:g}")
     return plan_points(
         method_entries(method, budget, fidelity, param),
         models=[name.strip() for name in model.split(",")],
@@ -150,6 +167,7 @@ def plan_command(
         batch_sizes=[batch],
         fidelity=fidelity,
         baseline=baseline,
+        engines=tuple(name.strip() for name in engine.split(",")),
         **common,
     )
 

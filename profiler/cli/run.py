@@ -51,6 +51,8 @@ def run(
         Path | None,
         typer.Option("--py-spy", help="Write a py-spy flamegraph (SVG) of the host side of the run."),
     ] = None,
+    engine: options.Engine = "eager",
+    min_duration: options.MinDuration = 0.0,
     force: options.Force = False,
     torch_trace: Annotated[
         Path | None,
@@ -76,6 +78,8 @@ def run(
             model,
             inputs,
             batch,
+            engine=engine,
+            min_duration=min_duration,
             weights=weights,
             dtype=dtype,
             device=device,
