@@ -52,6 +52,18 @@ def _tokens(visual: dict) -> str:
     return f"Σ {sum(kept)}/{sum(full)} ({percent})"
 
 
+AGREEMENT_HEADER = "agreement\n1st · prefix · KL"
+MEANINGLESS = "random weights: the outputs, and so agreement and accuracy, carry no meaning"
+
+
+def agreement_text(record: dict) -> str:
+    """'1st-token share · mean matching prefix · mean first-token KL (nats)', or 'n/a'."""
+    found = (record.get("metrics") or {}).get("agreement")
+    if not found:
+        return "n/a"
+    return f"{found['first_token']:.2f} · {found['prefix']['mean']:.2f} · {found['kl_first']['mean']:.3f}"
+
+
 def baseline_of(record: dict, rows: list[dict]) -> dict | None:
     """The baseline a point is compared with: the ok `none` point of its own run with its model, batch
     size, fidelity and engine, else of any run with those."""
@@ -71,7 +83,8 @@ def baseline_of(record: dict, rows: list[dict]) -> dict | None:
 def results_table(records: list[dict], title: str) -> Table:
     """One row per record; ratios against its baseline (`baseline_of`: same run, batch, engine).
 
-    Failed points show their status and a footnote number; the messages go in the caption.
+    Failed points show their status and a footnote number; the messages go in the caption. Agreement
+    is greyed where the weights are random.
     """
     engines = {r["config"].get("engine", "eager") for r in records}
     table = Table(title=title, title_justify="left", caption_justify="left")
@@ -89,6 +102,7 @@ def results_table(records: list[dict], title: str) -> Table:
         ("TTFT\nspeed-up", "right"),
         ("e2e tok/s\n× base", "right"),
         ("memory\n× base", "right"),
+        (AGREEMENT_HEADER, "right"),
     ]:
         table.add_column(name, justify=justify)
     for r, params in zip(records, varying_params(records), strict=True):
@@ -105,7 +119,7 @@ def results_table(records: list[dict], title: str) -> Table:
         budget = cfg["budget"] if isinstance(cfg["budget"], str) else f"{cfg['budget']:.0%}"
         if r["status"] != "ok":
             notes.append(r["error"])
-            table.add_row(label, budget, f"[red]{r['status'].upper()}[/] ({len(notes)})", *[""] * 9)
+            table.add_row(label, budget, f"[red]{r['status'].upper()}[/] ({len(notes)})", *[""] * 10)
             continue
         m = r["metrics"]
         ttft, tpot = _median(m, "ttft_s"), _median(m, "tpot_s")
@@ -126,7 +140,10 @@ def results_table(records: list[dict], title: str) -> Table:
             _ratio(ttft, _median(b, "ttft_s"), invert=True),
             _ratio(e2e, _median(b, "e2e_tokens_per_s")),
             _ratio(mem, peak_memory_gib(b)[0]),
+            f"[dim]{agreement_text(r)}[/]" if cfg.get("weights") == "random" else agreement_text(r),
         )
-    if notes:
-        table.caption = "\n".join(f"({i}) {escape(note)}" for i, note in enumerate(notes, 1))
+    captions = [f"({i}) {escape(note)}" for i, note in enumerate(notes, 1)]
+    if any(r["config"].get("weights") == "random" for r in records):
+        captions.append(f"[dim]agreement greyed: {MEANINGLESS}[/]")
+    table.caption = "\n".join(captions) or None
     return table

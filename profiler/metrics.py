@@ -60,3 +60,28 @@ def peak_memory_gib(metrics: dict | None) -> tuple[float | None, str | None]:
         if peaks.get(key) is not None:
             return peaks[key], key
     return None, None
+
+
+def agreement(reference_tokens, reference_logits, tokens, logits) -> dict:
+    """How closely a request followed the full model's on the same inputs (EffiVLM-Bench's loyalty).
+
+    tokens: (B, T) generated ids; logits: (B, V) raw logits of the first generated token; the
+    reference ones are the baseline's. first_token: share of samples whose first token equals the
+    baseline's; prefix: per sample, leading tokens equal to the baseline's over T; kl_first: per
+    sample KL(baseline || method) of the first-token distribution, in nats.
+    """
+    import torch
+
+    from profiler.stats import summarize
+
+    same = reference_tokens.eq(tokens)
+    leading = same.int().cumprod(dim=1).sum(dim=1)  # tokens equal before the first difference
+    base = torch.log_softmax(reference_logits.double(), dim=-1)
+    ours = torch.log_softmax(logits.double(), dim=-1)
+    # where the baseline gives a token probability 0 it adds nothing, whatever the method gives it
+    terms = torch.where(base.isneginf(), 0.0, base.exp() * (base - ours))
+    return {
+        "first_token": same[:, 0].double().mean().item(),
+        "prefix": summarize((leading / tokens.shape[1]).tolist()),
+        "kl_first": summarize(terms.sum(dim=-1).clamp(min=0.0).tolist()),
+    }

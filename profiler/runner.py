@@ -7,9 +7,10 @@ inside a point (out of memory, any exception) becomes that point's record; the c
 from __future__ import annotations
 
 import gc
+import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from hired.glue import PreparedBatch, pad_id, picture_sizes, prepare_batch, show
 from hired.llm import pruning
 from hired.methods import METHODS, method_params
 from profiler.memory import Nvml, SamplerProcess, SamplerReading, gib, reset_torch_peak, torch_peak_gib
-from profiler.metrics import PHASES, SCALAR_METRICS, request_metrics
+from profiler.metrics import PHASES, SCALAR_METRICS, agreement, request_metrics
 from profiler.records import error_message, make_record
 from profiler.stats import coefficient_of_variation, summarize
 from profiler.timing import StepClock, Timeline
@@ -37,36 +38,24 @@ class RequestResult:
     batch: PreparedBatch
 
 
-def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestResult:
-    """One request, timed from t0 (before preprocessing) to the last token on the host."""
+def run_request(
+    lm: LoadedModel, workload: Workload, point: Point, first_logits: list | None = None
+) -> RequestResult:
+    """One request, timed from t0 (before preprocessing) to the last token on the host.
+
+    first_logits: if given, the raw logits of the first generated token, (B, V) on the host, are
+    appended to it (for agreement; never on a timed request).
+    """
     timeline = Timeline(lm.device)
     clock = StepClock(timeline)
-    method = METHODS[point.method]
     timeline.start()
-    shown, base_only = shown_pictures(
-        method, workload.images, point.budget, point.params, point.fidelity, lm.model.config
+    batch = prepare_request(
+        lm, workload.images, [workload.prompt] * workload.batch_size, point, timeline.mark
     )
-    pixels = lm.image_processor(shown, return_tensors="pt")
-    prompt_ids = [lm.prompt_ids(workload.prompt)] * workload.batch_size
-    pixel_values = pixels["pixel_values"].to(lm.device)
-    image_sizes = picture_sizes(pixels, shown)
-    timeline.mark("preprocess")
-    batch = prepare_batch(
-        lm.model,
-        pixel_values,
-        image_sizes,
-        prompt_ids,
-        method,
-        point.budget,
-        point.params,
-        point.fidelity,
-        timeline.mark,
-        base_only,
-        [(img.height, img.width) for img in workload.images],
-    )
-    valid = batch.attention_mask.bool()
-    with pruning(lm.model, method, point.params, point.budget, batch.visual, valid, batch.full) as inside:
-        tokens = generate_tokens(lm.model, batch, workload.new_tokens, [clock], point.engine).cpu()
+    with llm_stage(lm, point, batch) as inside:
+        tokens = generate_tokens(
+            lm.model, batch, workload.new_tokens, [clock], point.engine, first_logits
+        ).cpu()
     if inside is not None:  # an LLM-stage method: what layers >= K saw
         batch.entering, batch.kept = batch.kept, inside.kept
     timeline.mark_host("end")
@@ -78,27 +67,82 @@ def run_request(lm: LoadedModel, workload: Workload, point: Point) -> RequestRes
     return RequestResult(times, steps, tokens, batch)
 
 
+def prepare_request(
+    lm: LoadedModel, images: list, prompts: list[str], point: Point, mark=None
+) -> PreparedBatch:
+    """Pictures and questions -> the language model's input under a point's method: the method's own
+    picture preparation, preprocessing, vision tower, selection, projection (mark: each phase's end)."""
+    mark = mark or (lambda _name: None)
+    method = METHODS[point.method]
+    shown, base_only = shown_pictures(
+        method, images, point.budget, point.params, point.fidelity, lm.model.config
+    )
+    pixels = lm.image_processor(shown, return_tensors="pt")
+    tokenized = {prompt: lm.prompt_ids(prompt) for prompt in dict.fromkeys(prompts)}  # once per question
+    prompt_ids = [tokenized[prompt] for prompt in prompts]
+    pixel_values = pixels["pixel_values"].to(lm.device)
+    image_sizes = picture_sizes(pixels, shown)
+    mark("preprocess")
+    return prepare_batch(
+        lm.model,
+        pixel_values,
+        image_sizes,
+        prompt_ids,
+        method,
+        point.budget,
+        point.params,
+        point.fidelity,
+        mark,
+        base_only,
+        [(img.height, img.width) for img in images],
+    )
+
+
+def llm_stage(lm: LoadedModel, point: Point, batch: PreparedBatch):
+    """The context generation runs in: an LLM-stage method's pruning hooks (a no-op for the others)."""
+    valid = batch.attention_mask.bool()
+    return pruning(
+        lm.model, METHODS[point.method], point.params, point.budget, batch.visual, valid, batch.full
+    )
+
+
 @torch.inference_mode()
 def generate_tokens(
-    model, batch: PreparedBatch, new_tokens: int, processors: list | None = None, engine: str = "eager"
+    model,
+    batch: PreparedBatch,
+    new_tokens: int,
+    processors: list | None = None,
+    engine: str = "eager",
+    first_logits: list | None = None,
+    stop_at_eos: bool = False,
 ) -> torch.Tensor:
     """Greedy decoding of exactly `new_tokens` per sample (EOS ignored): every request does the same work.
 
     engine "compiled": a static KV cache sized to the prompt plus `new_tokens`, and the decoding step
     under torch.compile (CUDA graphs on a GPU: mode "reduce-overhead"; the default mode on a CPU);
     the first request of a shape compiles, later ones reuse the graphs.
+    first_logits: if given, receives the first step's raw logits (B, V), float32 on the host.
+    stop_at_eos: end each sample at its end-of-sequence token instead (answers, not timing); samples
+    that end early are padded.
     """
-    return model.generate(
+    keep = first_logits is not None
+    out = model.generate(
         inputs_embeds=batch.inputs_embeds,
         attention_mask=batch.attention_mask,
         max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
+        min_new_tokens=None if stop_at_eos else new_tokens,
         do_sample=False,
         num_beams=1,
         pad_token_id=pad_id(model),
         logits_processor=LogitsProcessorList(processors or []),
+        output_logits=keep,
+        return_dict_in_generate=keep,
         **(compiled_engine(model.device) if engine == "compiled" else {}),
     )
+    if not keep:
+        return out
+    first_logits.append(out.logits[0].float().cpu())
+    return out.sequences
 
 
 def compiled_engine(device: torch.device) -> dict:
@@ -137,6 +181,8 @@ class Runner:
     torch_trace: Path | None = None  # write a Chrome trace of one more request per point
     on_request: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.perf_counter  # what --min-duration is counted on
+    agreement: bool = True  # one more (untimed) request per point, compared with the baseline's outputs
+    _references: dict = field(default_factory=dict, init=False, repr=False)  # baseline outputs per input
 
     def __post_init__(self) -> None:
         # what the model alone holds: an OOM clean-up must get back to this
@@ -240,8 +286,40 @@ class Runner:
         metrics["warnings"] = variance_warnings(metrics) + traced + isolation_warnings(readings)
         metrics["requests"] = len(per_request)
         metrics["compile_s"] = compile_s
+        metrics["agreement"], missing = self._agreement(workload, point)
+        if missing:
+            metrics["unavailable"]["agreement"] = missing
         outputs = result.tokens.tolist() if self.save_outputs else None
         return make_record(self.run_id, "ok", config, self.hardware, metrics, outputs=outputs)
+
+    def _agreement(self, workload: Workload, point: Point) -> tuple[dict | None, str | None]:
+        """(metrics.agreement, why it is missing): one more request, after the timed ones and outside
+        every statistic, against the baseline's outputs on the same pictures and prompt (those are
+        computed once per input set and kept). Both run on the eager engine: agreement is the method's."""
+        if not self.agreement:
+            return None, "not asked for (--no-agreement)"
+        key = inputs_key(workload, point.fidelity)
+        try:
+            if key not in self._references:
+                if len(self._references) >= 4:  # a sweep moves on: keep the latest few input sets
+                    self._references.pop(next(iter(self._references)))
+                baseline = replace(point, method="none", budget=1.0, params={}, engine="eager")
+                self._references[key] = self._outputs(workload, baseline)
+            ours = self._outputs(workload, replace(point, engine="eager"))
+        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+            failure = f"the agreement request ran out of memory: {error_message(exc)}"
+        except Exception as exc:
+            return None, f"the agreement request failed: {error_message(exc)}"
+        else:
+            return agreement(*self._references[key], *ours), None
+        self._release()  # outside `except`: the traceback's frames held the tensors
+        return None, failure
+
+    def _outputs(self, workload: Workload, point: Point) -> tuple[torch.Tensor, torch.Tensor]:
+        """(generated ids (B, T), first-token logits (B, V)) of one unmeasured request."""
+        first_logits: list = []
+        result = run_request(self.lm, workload, point, first_logits)
+        return result.tokens, first_logits[0]
 
     def _compile(self, workload: Workload, point: Point) -> float | None:
         """The compiled engine's first request of this shape, untimed: it compiles. Returns its wall
@@ -338,6 +416,15 @@ class Runner:
         resident = self.resident_gib
         clean = None if resident is None else after <= resident * 1.01 + 1e-9
         return {"allocated_after_gib": after, "resident_gib": resident, "clean": clean}
+
+
+def inputs_key(workload: Workload, fidelity: str) -> str:
+    """What a baseline's outputs are valid for: the pictures (pixels), prompt, new tokens, fidelity."""
+    digest = hashlib.sha1(f"{workload.prompt}\0{workload.new_tokens}\0{fidelity}".encode())
+    for image in workload.images:
+        digest.update(f"{image.mode}{image.size}".encode())
+        digest.update(image.tobytes())
+    return digest.hexdigest()
 
 
 TTFT_CV_LIMIT = 0.05

@@ -27,6 +27,7 @@ def open_runner(
     memory_cap_gib: float | None = None,
     torch_trace: Path | None = None,
     nvml_module: str = "pynvml",
+    agreement: bool = True,
 ) -> Runner:
     """A Runner with its model loaded; close it (runner.close()) to end the sampler process."""
     dev = resolve_device(device)
@@ -58,4 +59,5 @@ def open_runner(
         baseline_device_gib=baseline,
         memory_cap_gib=memory_cap_gib,
         torch_trace=torch_trace,
+        agreement=agreement,
     )

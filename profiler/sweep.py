@@ -94,7 +94,7 @@ def run_points(
         if isolate:
             for point in group:
                 on_point(point)
-                yield run_isolated(point, output, sweep, run_id)
+                yield run_isolated(point, output, sweep, run_id, runner_options.get("agreement", True))
             continue
         first = group[0]
         on_load(first)
@@ -133,7 +133,7 @@ def run_points(
                 yield record
 
 
-def run_isolated(point: Point, output: Path, sweep: str | None, run_id: str) -> dict:
+def run_isolated(point: Point, output: Path, sweep: str | None, run_id: str, agreement: bool = True) -> dict:
     """The point in a process of its own (full isolation: allocator, CUDA context, crashes)."""
     command = [
         sys.executable,
@@ -147,6 +147,7 @@ def run_isolated(point: Point, output: Path, sweep: str | None, run_id: str) -> 
         sweep or "",
         "--run-id",
         run_id,
+        *([] if agreement else ["--no-agreement"]),
     ]
     code = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     mine = [r for r in read_records(output) if r.get("config", {}).get("point_key") == point.key]
@@ -166,12 +167,15 @@ def _main() -> int:
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--sweep", required=True)
     parser.add_argument("--run-id", required=True)
+    parser.add_argument("--no-agreement", action="store_true")
     args = parser.parse_args()
     spec = json.loads(args.point)
     if spec["image_sizes"] is not None:
         spec["image_sizes"] = tuple(tuple(s) for s in spec["image_sizes"])
     point = Point(**spec)
-    for _ in run_points([point], args.output, args.sweep or None, args.run_id):
+    for _ in run_points(
+        [point], args.output, args.sweep or None, args.run_id, agreement=not args.no_agreement
+    ):
         pass
     return 0
 

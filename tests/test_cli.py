@@ -140,10 +140,10 @@ def test_save_outputs_keeps_token_ids(tmp_path):
 def test_failed_point_is_recorded_and_the_rest_goes_on(tmp_path, monkeypatch):
     real = profiler.runner.run_request
 
-    def broken_for_hired(lm, workload, point):
+    def broken_for_hired(lm, workload, point, *rest):
         if point.method == "hired":
             raise RuntimeError("boom in select")
-        return real(lm, workload, point)
+        return real(lm, workload, point, *rest)
 
     monkeypatch.setattr(profiler.runner, "run_request", broken_for_hired)
     out = tmp_path / "r.jsonl"
@@ -158,10 +158,10 @@ def test_failed_point_is_recorded_and_the_rest_goes_on(tmp_path, monkeypatch):
 def test_out_of_memory_is_status_oom(tmp_path, monkeypatch):
     real = profiler.runner.run_request
 
-    def oom_for_baseline(lm, workload, point):
+    def oom_for_baseline(lm, workload, point, *rest):
         if point.method == "none":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(lm, workload, point)
+        return real(lm, workload, point, *rest)
 
     monkeypatch.setattr(profiler.runner, "run_request", oom_for_baseline)
     out = tmp_path / "r.jsonl"

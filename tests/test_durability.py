@@ -158,7 +158,9 @@ def test_a_real_64k_tmpfs_fills(tmp_path):
 
 # --- readers ----------------------------------------------------------------------------------
 
-GOOD = json.loads((REPO / "tests" / "fixtures" / "results_gpu_a.jsonl").read_text().splitlines()[0])
+GOOD = json.loads(
+    (REPO / "tests" / "fixtures" / "results" / "results_gpu_a.jsonl").read_text().splitlines()[0]
+)
 
 
 def variant(**config_or_top) -> bytes:
@@ -277,11 +279,11 @@ def test_ctrl_c_after_some_points_counts_them(tmp_path):
     slow = f"""
         import time, profiler.runner
         real = profiler.runner.run_request
-        def slow_for_hired(lm, workload, point):
+        def slow_for_hired(lm, workload, point, *rest):
             if point.method == "hired":
                 print("measuring hired", flush=True)
                 time.sleep(60)
-            return real(lm, workload, point)
+            return real(lm, workload, point, *rest)
         profiler.runner.run_request = slow_for_hired
         from profiler.cli import main
         import sys

@@ -92,9 +92,9 @@ def test_min_duration_runs_until_both_count_and_time(tiny, monkeypatch, repeats,
     calls = {"n": 0}
     real = profiler.runner.run_request
 
-    def one_second_each(lm, workload, point):
+    def one_second_each(lm, workload, point, *rest):
         calls["n"] += 1
-        return real(lm, workload, point)
+        return real(lm, workload, point, *rest)
 
     monkeypatch.setattr(profiler.runner, "run_request", one_second_each)
     runner = Runner(tiny, "r", {}, warmup=0, repeats=repeats, clock=lambda: float(calls["n"]))

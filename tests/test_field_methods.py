@@ -180,6 +180,7 @@ def test_resize_encodes_fewer_partitions_and_records_the_achieved_budget(tmp_pat
         "1",
         "--new-tokens",
         "2",
+        "--no-agreement",  # the timed requests only
     ]
     result = CliRunner().invoke(
         app, [*args, "--method", "resize", "--budget", "0.1,0.4", "--batch", "1", "--output", str(out)]

@@ -134,10 +134,10 @@ def test_sweep_file_errors_name_the_key(tmp_path, text, message):
 def test_sweep_with_injected_ooms_records_every_point(tmp_path, monkeypatch):
     real = profiler.runner.run_request
 
-    def oom_at_batch_2_for_hired(lm, workload, point):
+    def oom_at_batch_2_for_hired(lm, workload, point, *rest):
         if point.method == "hired" and workload.batch_size == 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
-        return real(lm, workload, point)
+        return real(lm, workload, point, *rest)
 
     monkeypatch.setattr(profiler.runner, "run_request", oom_at_batch_2_for_hired)
     out = tmp_path / "r.jsonl"
@@ -224,10 +224,10 @@ def test_boundary_search_edges():
 def test_oom_boundary_command_against_a_fake_oom(tmp_path, monkeypatch):
     real = profiler.runner.run_request
 
-    def fits_up_to_three(lm, workload, point):
+    def fits_up_to_three(lm, workload, point, *rest):
         if workload.batch_size > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return real(lm, workload, point)
+        return real(lm, workload, point, *rest)
 
     monkeypatch.setattr(profiler.runner, "run_request", fits_up_to_three)
     monkeypatch.setattr("profiler.cli.boundary.require_gpu", lambda device: None)  # the OOMs are faked

@@ -81,6 +81,7 @@ def oom_boundary(
                 warmup=warmup,
                 repeats=repeats,
                 memory_cap_gib=cap_gib,
+                agreement=False,  # a search for the largest batch: outputs are not its question
             )
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None

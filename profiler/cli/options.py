@@ -94,6 +94,13 @@ MinDuration = Annotated[
         help="Measure until both --repeats requests and this many seconds are reached (MLPerf-style)."
     ),
 ]
+Agreement = Annotated[
+    bool,
+    typer.Option(
+        help="Per point, one more (untimed) request compared with the baseline's outputs on the same "
+        "inputs: first-token match, matching prefix, first-token KL (metrics.agreement)."
+    ),
+]
 Force = Annotated[
     bool,
     typer.Option(

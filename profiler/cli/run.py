@@ -54,6 +54,7 @@ def run(
     engine: options.Engine = "eager",
     min_duration: options.MinDuration = 0.0,
     force: options.Force = False,
+    agreement: options.Agreement = True,
     torch_trace: Annotated[
         Path | None,
         typer.Option(
@@ -95,7 +96,12 @@ def run(
         raise fail(str(exc)) from None
 
     records, runners = measure(
-        plan.points, output, py_spy=py_spy, save_outputs=save_outputs, torch_trace=torch_trace
+        plan.points,
+        output,
+        py_spy=py_spy,
+        save_outputs=save_outputs,
+        torch_trace=torch_trace,
+        agreement=agreement,
     )
     if as_json:
         for record in records:
@@ -108,7 +114,9 @@ def run(
         out.print(results_table(records, title))
         out.print(
             f"medians of {repeats} measured requests after {warmup} warm-up · peak mem = torch max allocated "
-            f"(n/a without CUDA)\n{BASELINE_NOTE[fidelity]} · records appended to {output}",
+            f"(n/a without CUDA)\nagreement with the baseline's outputs: share of first tokens equal · "
+            f"mean share of leading tokens equal · mean first-token KL in nats\n{BASELINE_NOTE[fidelity]} "
+            f"· records appended to {output}",
             highlight=False,
         )
     print_warnings(records)

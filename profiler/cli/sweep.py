@@ -33,6 +33,7 @@ def sweep(
         ),
     ] = False,
     force: options.Force = False,
+    agreement: options.Agreement = True,
 ) -> None:
     """Measure the grid in FILE: methods x budgets x batch sizes x image sizes x models, point by point."""
     from profiler.sweep import pending_points
@@ -58,7 +59,7 @@ def sweep(
         + f" -> {output}",
         highlight=False,
     )
-    records, _ = measure(todo, output, sweep=spec.name, isolate=isolate)
+    records, _ = measure(todo, output, sweep=spec.name, isolate=isolate, agreement=agreement)
     print_sweep(records)
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "oom", "error")}
     err.print(
