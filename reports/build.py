@@ -7,7 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from profiler.console import baseline_of, varying_params
+from profiler.console import MEANINGLESS, agreement_text, baseline_of, varying_params
 from reports import figures
 from reports.data import (
     METHOD_ORDER,
@@ -62,7 +62,8 @@ def method_label(record: dict, params: str = "") -> str:
 
 
 def summary_table(rows: list[dict]) -> Table:
-    """Each method against the baseline of its own run at the same batch size."""
+    """Each method against the baseline of its own run at the same batch size; agreement with the
+    baseline's outputs (greyed with random weights)."""
     table = Table(
         [
             "batch",
@@ -76,8 +77,10 @@ def summary_table(rows: list[dict]) -> Table:
             "decode tok/s",
             "peak GiB",
             "memory saved",
+            AGREEMENT_COLUMN,
         ],
         [],
+        muted=(AGREEMENT_COLUMN,) if random_weights(rows) else (),
     )
     labels = dict(zip(map(id, rows), varying_params(rows), strict=True))
     for batch in sorted({r["config"]["batch_size"] for r in rows}):
@@ -85,7 +88,7 @@ def summary_table(rows: list[dict]) -> Table:
         for r in mine:
             head = [str(batch), method_label(r, labels[id(r)]), budget_label(r["config"]["budget"])]
             if r["status"] != "ok":
-                table.rows.append([*head, "–", r["status"].upper()] + ["–"] * 6)
+                table.rows.append([*head, "–", r["status"].upper()] + ["–"] * 7)
                 continue
             visual = r["metrics"].get("visual_tokens") or {}
             kept = visual.get("kept") or []
@@ -101,9 +104,17 @@ def summary_table(rows: list[dict]) -> Table:
                     fmt(median(r, "decode_tokens_per_s")),
                     fmt(peak_memory(r)[0]),
                     "n/a" if saved is None else f"{saved:.0%}",
+                    agreement_text(r),
                 ]
             )
     return table
+
+
+AGREEMENT_COLUMN = "agreement: 1st token · prefix · KL nats"
+
+
+def random_weights(rows: list[dict]) -> bool:
+    return any(r["config"].get("weights") == "random" for r in rows)
 
 
 def headline_table(rows: list[dict]) -> Table | None:
@@ -140,6 +151,34 @@ def headline_table(rows: list[dict]) -> Table | None:
     return table if table.rows else None
 
 
+def agreement_figure(rows: list[dict], folder: Path, name: str):
+    """Speed-up against agreement at the batch size with the most points that have both."""
+    usable = [r for r in rows if r["status"] == "ok" and (r.get("metrics") or {}).get("agreement")]
+    speedups = {id(r): ratios(r, baseline_of(r, rows))[:2] for r in usable}
+    usable = [r for r in usable if any(v is not None for v in speedups[id(r)])]
+    if len(usable) < 2:
+        return None
+    counts = Counter(r["config"]["batch_size"] for r in usable)
+    batch = max(counts, key=lambda b: (counts[b], b))
+    chosen = [r for r in usable if r["config"]["batch_size"] == batch]
+    meaningless = random_weights(chosen)
+    fig = figures.speed_vs_agreement(
+        chosen,
+        speedups,
+        f"speed-up against agreement with the full model · batch {batch}"
+        + (" · random weights: shape only" if meaningless else ""),
+        meaningless,
+    )
+    caption = (
+        f"speed-up over the baseline against agreement with its outputs (mean share of leading tokens "
+        f"equal), per method and budget at batch {batch}; dashed: the Pareto front (nothing is both "
+        "faster and closer to the full model)"
+    )
+    if meaningless:
+        caption += f". {MEANINGLESS[0].upper()}{MEANINGLESS[1:]}: this figure shows the report's shape only"
+    return figures.save(fig, folder, f"{name}-speed-vs-agreement", caption)
+
+
 def main_budget(rows: list[dict]):
     """The budget most methods were measured at (ties: the lowest), for the by-batch figures."""
     counts = Counter(
@@ -155,6 +194,8 @@ def main_budget(rows: list[dict]):
 
 def workload_section(index: int, key: tuple, rows: list[dict], folder: Path) -> Section:
     section = Section(f"Workload {index}: {workload_title(key)}", [summary_table(rows)])
+    if random_weights(rows) and any((r.get("metrics") or {}).get("agreement") for r in rows):
+        section.parts.insert(0, f"Agreement is greyed: {MEANINGLESS}.")
     name = f"w{index}"
     metrics = ["e2e_tokens_per_s", "decode_tokens_per_s", "ttft_s"]
     if any(peak_memory(r)[0] is not None for r in rows):
@@ -185,6 +226,9 @@ def workload_section(index: int, key: tuple, rows: list[dict], folder: Path) -> 
                     f"{budget_label(budget)} of the visual tokens",
                 )
             )
+    agreement = agreement_figure(rows, folder, name)
+    if agreement is not None:
+        section.parts.append(agreement)
     fig = figures.phases(rows, "where the time to the first token goes")
     if fig is not None:
         section.parts.append(
@@ -371,6 +415,95 @@ def paper_section(results: Results) -> Section | None:
     )
 
 
+def accuracy_section(results: Results, folder: Path) -> Section | None:
+    """lmms-eval task metrics beside the efficiency numbers: accuracy against the budget per method."""
+    if not results.accuracy:
+        return None
+    latest: dict[tuple, dict] = {}  # the same evaluation run twice: its latest record
+    for r in results.accuracy:
+        if r["status"] == "ok":
+            c, m = r["config"], r["metrics"]
+            key = (c["model"], c["weights"], c.get("fidelity"), c.get("limit"), machine(r), m["task"])
+            latest[(*key, m["metric"], c["method"], str(c["budget"]), str(c.get("method_params")))] = r
+    ok = list(latest.values())
+    section = Section(
+        "Task accuracy (lmms-eval)",
+        ["Task metrics from `hired-bench eval`: the same selection code answering the task's questions."],
+    )
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in ok:
+        c = r["config"]
+        groups[(c["model"], c["weights"], c.get("fidelity"), c.get("limit"), machine(r))].append(r)
+    for i, ((model, weights, fidelity, limit, where), rows) in enumerate(sorted(groups.items(), key=str), 1):
+        meaningless = weights == "random"
+        label = (
+            f"{model} ({weights} weights, {fidelity} fidelity) · "
+            + (f"first {limit} questions per task" if limit else "every question")
+            + f" · {where}"
+        )
+        if meaningless:
+            section.parts.append(f"Values greyed: {MEANINGLESS}.")
+        rows = sorted(rows, key=lambda r: (r["metrics"]["task"], r["metrics"]["metric"], method_key(r)))
+        section.parts.append(
+            Table(
+                [
+                    "task",
+                    "metric",
+                    "method",
+                    "budget",
+                    "value",
+                    "± stderr",
+                    "questions",
+                    "visual tokens kept",
+                ],
+                [
+                    [
+                        r["metrics"]["task"],
+                        r["metrics"]["metric"],
+                        method_label(r),
+                        budget_label(r["config"]["budget"]),
+                        f"{r['metrics']['value']:.3f}",
+                        fmt(r["metrics"].get("stderr"), ".3f"),
+                        str(r["metrics"].get("samples") or "n/a"),
+                        fmt(r["metrics"].get("achieved_budget"), ".0%"),
+                    ]
+                    for r in rows
+                ],
+                label,
+                muted=("value", "± stderr") if meaningless else (),
+            )
+        )
+        fig = figures.accuracy_by_budget(rows, f"task accuracy against the budget · {model}", meaningless)
+        section.parts.append(
+            figures.save(
+                fig,
+                folder,
+                f"accuracy-{i}",
+                "task metric against the share of visual tokens kept (achieved), per method; dashed: all "
+                "tokens" + (f"; {MEANINGLESS}" if meaningless else ""),
+            )
+        )
+    failed_runs = [r for r in results.accuracy if r["status"] != "ok"]
+    if failed_runs:
+        section.parts.append(
+            Table(
+                ["model", "method", "budget", "tasks", "error"],
+                [
+                    [
+                        r["config"]["model"],
+                        r["config"]["method"],
+                        budget_label(r["config"]["budget"]),
+                        ", ".join(r["config"].get("tasks") or []),
+                        r.get("error") or "",
+                    ]
+                    for r in failed_runs
+                ],
+                "evaluations that failed",
+            )
+        )
+    return section
+
+
 def point_id(record: dict) -> tuple:
     c = record["config"]
     return (c["method"], budget_label(c["budget"]), c["batch_size"])
@@ -466,7 +599,8 @@ def setup_section(results: Results) -> Section:
     parts = [
         f"Files read: {', '.join(str(f) for f in results.files)}.",
         f"Points: {len(results.points)} ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}); "
-        f"OOM-boundary searches: {len(results.boundaries)}; predictions: {len(results.predictions)}.",
+        f"OOM-boundary searches: {len(results.boundaries)}; predictions: {len(results.predictions)}; "
+        f"accuracy records: {len(results.accuracy)}.",
         "Weights: "
         + ", ".join(f"{w} ({n} points)" for w, n in weights.items())
         + (". Random weights: timing and memory are real, outputs are not." if "random" in weights else "."),
@@ -576,7 +710,12 @@ def build_report(results: Results, out: Path, title: str = "hired-bench report")
         sections.append(workload_section(i, key, rows, folder))
     sections += [
         s
-        for s in (boundary_section(results, folder), paper_section(results), compare_section(results, folder))
+        for s in (
+            accuracy_section(results, folder),
+            boundary_section(results, folder),
+            paper_section(results),
+            compare_section(results, folder),
+        )
         if s is not None
     ]
     sections.append(appendix(results))

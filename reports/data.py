@@ -19,6 +19,7 @@ class Results:
     points: list[dict] = field(default_factory=list)  # measured points, every status
     boundaries: list[dict] = field(default_factory=list)  # "kind": "oom_boundary"
     predictions: list[dict] = field(default_factory=list)  # "kind": "prediction"
+    accuracy: list[dict] = field(default_factory=list)  # "kind": "accuracy" (lmms-eval task metrics)
     files: list[Path] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # (file, reason) -> lines not used
     duplicates: int = 0  # identical records read more than once (a file named twice, a folder and a file)
@@ -74,6 +75,8 @@ def problem(record: dict) -> str | None:
     budget = config.get("budget")
     if not (_number(budget) or budget == "adaptive"):
         return "config.budget is not a number"
+    if kind == "accuracy":
+        return _accuracy_problem(record, metrics)
     if kind == "oom_boundary":
         found = (metrics or {}).get("oom_boundary") if isinstance(metrics, dict) else None
         ok = isinstance(found, dict) and _whole(found.get("largest_fitting"))
@@ -102,6 +105,20 @@ def problem(record: dict) -> str | None:
     if record.get("hardware") is not None and not isinstance(record["hardware"], dict):
         return "hardware is not an object"
     return None
+
+
+def _accuracy_problem(record: dict, metrics) -> str | None:
+    if record.get("status") not in STATUSES:
+        return "unknown status"
+    if record["status"] != "ok":
+        return None
+    ok = (
+        isinstance(metrics, dict)
+        and isinstance(metrics.get("task"), str)
+        and isinstance(metrics.get("metric"), str)
+        and _number(metrics.get("value"))
+    )
+    return None if ok else "an accuracy record without task, metric or value"
 
 
 def _slim(record: dict) -> dict:
@@ -136,7 +153,11 @@ def load_results(paths: list[Path]) -> Results:
                 kind = record.get("kind", "point")
                 if record.get("hardware") is None:
                     record["hardware"] = {}
-                target = {"oom_boundary": results.boundaries, "prediction": results.predictions}
+                target = {
+                    "oom_boundary": results.boundaries,
+                    "prediction": results.predictions,
+                    "accuracy": results.accuracy,
+                }
                 target.get(kind, results.points).append(_slim(record))
         except OSError as exc:
             results.skipped[(str(path), f"unreadable: {exc.strerror or exc}")] += 1

@@ -14,6 +14,7 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     caption: str = ""
+    muted: tuple[str, ...] = ()  # columns shown greyed (HTML) or in italics (Markdown): not findings
 
 
 @dataclass
@@ -30,6 +31,11 @@ class Section:
     level: int = 2
 
 
+def _md_cell(text: str, muted: bool) -> str:
+    escaped = text.replace("|", "\\|")
+    return f"*{escaped}*" if muted and escaped.strip() not in ("", "–", "n/a") else escaped
+
+
 def to_markdown(title: str, sections: list[Section], root: Path) -> str:
     lines = [f"# {title}", ""]
     for section in sections:
@@ -42,8 +48,12 @@ def to_markdown(title: str, sections: list[Section], root: Path) -> str:
                     lines += [f"*{part.caption}*", ""]
                 lines.append("| " + " | ".join(part.columns) + " |")
                 lines.append("|" + "|".join(" --- " for _ in part.columns) + "|")
+                muted = [c in part.muted for c in part.columns]
                 lines += [
-                    "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in part.rows
+                    "| "
+                    + " | ".join(_md_cell(cell, grey) for cell, grey in zip(row, muted, strict=False))
+                    + " |"
+                    for row in part.rows
                 ]
                 lines.append("")
             else:
@@ -72,16 +82,18 @@ figure { margin: 1rem 0 2rem; }
 figure img { width: 100%; height: auto; border: 1px solid #e3e8ee; }
 figcaption { font-style: italic; color: #4b5563; }
 td.oom { color: #b42318; font-weight: 600; }
+td.muted { color: #9aa5b1; }
 """
 
 
-def _cell(text: str) -> str:
-    """A table cell: numbers right-aligned, words left, failures in red."""
+def _cell(text: str, muted: bool = False) -> str:
+    """A table cell: numbers right-aligned, words left, failures in red, muted ones grey."""
     escaped = html.escape(text)
     if text.startswith(("OOM", "ERROR")):
         return f'<td class="oom">{escaped}</td>'
     numeric = text[:1].isdigit() or text in ("n/a", "–") or text[:1] in "-+"
-    return f'<td class="num">{escaped}</td>' if numeric else f"<td>{escaped}</td>"
+    classes = " ".join(c for c, on in (("num", numeric), ("muted", muted and text not in ("–", "n/a"))) if on)
+    return f'<td class="{classes}">{escaped}</td>' if classes else f"<td>{escaped}</td>"
 
 
 def to_html(title: str, sections: list[Section]) -> str:
@@ -93,7 +105,11 @@ def to_html(title: str, sections: list[Section]) -> str:
                 body.append(f"<p>{html.escape(part)}</p>")
             elif isinstance(part, Table):
                 head = "".join(f"<th>{html.escape(c)}</th>" for c in part.columns)
-                rows = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in part.rows)
+                muted = [c in part.muted for c in part.columns]
+                rows = "".join(
+                    "<tr>" + "".join(_cell(c, m) for c, m in zip(row, muted, strict=False)) + "</tr>"
+                    for row in part.rows
+                )
                 caption = f"<caption>{html.escape(part.caption)}</caption>" if part.caption else ""
                 body.append(f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
             else:

@@ -382,3 +382,134 @@ def save(fig: MplFigure, folder: Path, name: str, caption: str) -> Figure:
     fig.savefig(png, dpi=130)
     fig.savefig(svg)
     return Figure(png, svg, caption)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (higher is better on both), by ascending x."""
+    front, best = [], -np.inf
+    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front[::-1]
+
+
+AGREEMENT_AXES = {"ttft": "TTFT speed-up (× baseline)", "e2e": "end-to-end tokens/s (× baseline)"}
+
+
+def speed_vs_agreement(
+    rows: list[dict], speedups: dict[int, tuple], title: str, meaningless: bool
+) -> MplFigure:
+    """Speed-up against agreement with the full model, one point per method and budget, the Pareto
+    front dashed; two panels (TTFT, e2e tokens/s). speedups: id(record) -> (TTFT, e2e) ratios.
+    With random weights every point is greyed under the label that says the x axis means nothing."""
+    fig, axes = _figure(2, height=3.8)
+    labels = _param_labels(rows)
+    for ax, (which, ylabel) in zip(axes, AGREEMENT_AXES.items(), strict=True):
+        drawn = []
+        for r in rows:
+            agreement = r["metrics"]["agreement"]
+            ratio = speedups[id(r)][0 if which == "ttft" else 1]
+            if ratio is None:
+                continue
+            x, y = agreement["prefix"]["mean"], ratio
+            method = r["config"]["method"]
+            colour = COLOURS.get(method, "#333333")
+            baseline = method == "none"
+            ax.plot(
+                [x],
+                [y],
+                marker="s" if baseline else "o",
+                markersize=7,
+                linestyle="none",
+                color=colour,
+                alpha=0.45 if meaningless else 1.0,
+                label="all tokens (baseline)" if baseline else f"{method} {labels[id(r)]}".strip(),
+            )
+            if not baseline:
+                ax.annotate(
+                    budget_label(r["config"]["budget"]),
+                    (x, y),
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color="#555555",
+                )
+            drawn.append((x, y))
+        front = pareto_front(drawn)
+        if len(front) > 1:
+            xs, ys = zip(*front, strict=True)
+            ax.plot(xs, ys, linestyle="--", color="#111111", linewidth=1, alpha=0.6, label="Pareto front")
+        if meaningless:
+            ax.text(
+                0.5,
+                0.12,
+                "random weights:\nagreement carries no meaning",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=13,
+                color="#9aa5b1",
+                alpha=0.9,
+                gid="meaningless",
+            )
+        ax.set_xlim(-0.03, 1.05)
+        ax.set_xlabel("agreement: mean share of leading tokens equal to the baseline's")
+        ax.set_ylabel(ylabel)
+        _from_zero(ax)
+    fig.suptitle(title, fontsize=10)
+    _legend(fig, axes)
+    return fig
+
+
+def accuracy_by_budget(records: list[dict], title: str, meaningless: bool) -> MplFigure:
+    """Task accuracy against the share of visual tokens kept, one line per method and one panel per
+    task metric; the baseline's accuracy a dashed line."""
+    panels = list(dict.fromkeys((r["metrics"]["task"], r["metrics"]["metric"]) for r in records))
+    fig, axes = _figure(len(panels))
+    for ax, (task, metric) in zip(axes, panels, strict=True):
+        mine = [r for r in records if (r["metrics"]["task"], r["metrics"]["metric"]) == (task, metric)]
+        for method in _methods(mine):
+            rows = [r for r in mine if r["config"]["method"] == method]
+            if method == "none":
+                for r in rows:
+                    ax.axhline(
+                        r["metrics"]["value"],
+                        color=COLOURS["none"],
+                        linestyle="--",
+                        linewidth=1.2,
+                        label="all tokens (baseline)",
+                    )
+                continue
+            shares = sorted(
+                ((r["metrics"].get("achieved_budget") or r["config"]["budget"], r) for r in rows),
+                key=lambda pair: pair[0] if isinstance(pair[0], float | int) else -1.0,
+            )
+            shares = [(x, r) for x, r in shares if isinstance(x, float | int)]
+            ax.errorbar(
+                [100 * x for x, _ in shares],
+                [r["metrics"]["value"] for _, r in shares],
+                yerr=[r["metrics"].get("stderr") or 0.0 for _, r in shares],
+                marker="o",
+                markersize=5,
+                capsize=3,
+                color=COLOURS.get(method),
+                alpha=0.45 if meaningless else 1.0,
+                label=method,
+            )
+        if meaningless:
+            ax.text(
+                0.5, 0.5, "random weights:\naccuracy carries no meaning", transform=ax.transAxes,
+                ha="center", va="center", fontsize=12, color="#9aa5b1", gid="meaningless",
+            )  # fmt: skip
+        ax.set_title(f"{task} · {metric}", fontsize=10)
+        ax.set_xlabel("visual tokens kept (% of all candidates)")
+        ax.set_ylabel(metric)
+        ax.set_xlim(0, 105)
+        if all(0 <= r["metrics"]["value"] <= 1 for r in mine):  # a share: its whole range
+            ax.set_ylim(0, 1.02)
+        else:
+            _from_zero(ax)
+    fig.suptitle(title, fontsize=10)
+    _legend(fig, axes)
+    return fig

@@ -16,7 +16,7 @@ from reports import figures
 from reports.cli import app
 from reports.data import load_results
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
 A, B = FIXTURES / "results_gpu_a.jsonl", FIXTURES / "results_gpu_b.jsonl"
 RUNNER = CliRunner()
 METRICS = ["e2e_tokens_per_s", "decode_tokens_per_s", "ttft_s", "peak_memory"]
@@ -92,7 +92,7 @@ def test_markdown_tables_hold_the_right_numbers(report):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[5] == f"{speedup:.2f}×" and cells[7] == f"{throughput:.2f}×" and cells[10] == f"{saved:.0%}"
     # GPU B's baseline ran out of memory at batch 4: said so, no numbers made up
-    assert "| 4 | none (baseline) | 100% | – | OOM | – | – | – | – | – | – |" in text
+    assert "| 4 | none (baseline) | 100% | – | OOM | – | – | – | – | – | – | – |" in text
     # the paper side by side, batch 1 HiRED 20%: the paper's 2.30 tok/s, 4.21 s, 13.76 GB
     paper = next(line for line in text.splitlines() if line.startswith("| 1 | HiRED 20% (paper, random)"))
     assert "| 2.30 |" in paper and "| 4.21 |" in paper and "| 13.76 |" in paper
@@ -198,3 +198,88 @@ def test_loading_sorts_records_by_kind():
     loaded = load_results([FIXTURES])
     assert len(loaded.points) == 25 and len(loaded.boundaries) == 1 and len(loaded.predictions) == 1
     assert loaded.skipped_lines == 1 and loaded.suite_versions["0.0.9"] == 1
+
+
+def test_pareto_front():
+    points = [(1.0, 1.0), (0.9, 2.0), (0.5, 1.5), (0.4, 3.0), (0.2, 2.5), (0.9, 1.8)]
+    assert figures.pareto_front(points) == [(0.4, 3.0), (0.9, 2.0), (1.0, 1.0)]
+
+
+def agreeing(weights: str) -> list[dict]:
+    """Fixture A's ok points at batch 2, given agreement (made up: the fewer tokens, the less) and weights."""
+    rows = [r for r in raw(A) if r["config"]["batch_size"] == 2 and r["status"] == "ok"]
+    for r in rows:
+        budget = r["config"]["budget"]
+        share = (
+            1.0
+            if r["config"]["method"] == "none"
+            else 0.4 + budget + 0.1 * (r["config"]["method"] == "hired")
+        )
+        r["config"]["weights"] = weights
+        r["metrics"]["agreement"] = {
+            "first_token": min(1.0, share + 0.1),
+            "prefix": {"mean": share, "median": share, "values": [share]},
+            "kl_first": {"mean": round(1 - share, 3), "median": round(1 - share, 3), "values": [1 - share]},
+        }
+    return rows
+
+
+def accuracy(method, budget, value, weights, achieved=None):
+    return {
+        "kind": "accuracy",
+        "schema_version": 1,
+        "run_id": "e",
+        "status": "ok",
+        "error": None,
+        "config": {"model": "llava-next-7b", "weights": weights, "method": method, "budget": budget,
+                   "fidelity": "paper", "limit": 50, "task": "textvqa_val", "tasks": ["textvqa_val"]},
+        "hardware": {"gpu_name": "Fixture GPU A"},
+        "metrics": {"task": "textvqa_val", "metric": "exact_match", "value": value, "stderr": 0.05,
+                    "samples": 50, "achieved_budget": achieved if achieved is not None else budget},
+    }  # fmt: skip
+
+
+def test_speed_against_agreement_draws_the_pareto_front():
+    rows = agreeing("pretrained")
+    speedups = {id(r): (1.0 / r["config"]["budget"] ** 0.5, 1.2) for r in rows}
+    fig = figures.speed_vs_agreement(rows, speedups, "t", meaningless=False)
+    ttft = fig.axes[0]
+    drawn = [
+        (line.get_xdata()[0], line.get_ydata()[0]) for line in ttft.get_lines() if len(line.get_xdata()) == 1
+    ]
+    front = next(line for line in ttft.get_lines() if line.get_label() == "Pareto front")
+    assert list(zip(front.get_xdata(), front.get_ydata(), strict=True)) == figures.pareto_front(drawn)
+    assert len(drawn) == len(rows) and not any(t.get_gid() == "meaningless" for t in ttft.texts)
+    random_rows = agreeing("random")
+    greyed = figures.speed_vs_agreement(random_rows, {id(r): (1.5, 1.2) for r in random_rows}, "t", True)
+    assert all(any(t.get_gid() == "meaningless" for t in ax.texts) for ax in greyed.axes[:2])
+
+
+@pytest.mark.parametrize("weights", ["pretrained", "random"])
+def test_report_places_agreement_and_accuracy_beside_speed(tmp_path, weights):
+    rows = agreeing(weights)
+    rows += [
+        accuracy("none", 1.0, 0.64, weights, achieved=1.02),
+        accuracy("hired", 0.2, 0.55, weights),
+        accuracy("hired", 0.4, 0.61, weights),
+        accuracy("prumerge", "adaptive", 0.5, weights, achieved=0.06),
+    ]
+    rows.append({**accuracy("hired", 0.1, 0.3, weights), "metrics": {"task": "textvqa_val"}})  # no value
+    results = tmp_path / "r.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    result = RUNNER.invoke(app, ["report", str(results), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "an accuracy record without task, metric or value" in result.stderr
+    text = (out / "report.md").read_text()
+    hired = next(line for line in text.splitlines() if line.startswith("| 2 | hired | 20% |"))
+    cell = "0.80 · 0.70 · 0.300"  # first token · mean prefix · mean KL of the made-up agreement
+    assert (f"*{cell}*" in hired) == (weights == "random") and cell in hired
+    assert ("Agreement is greyed: random weights" in text) == (weights == "random")
+    assert "## Task accuracy (lmms-eval)" in text
+    assert "| textvqa_val | exact_match | hired | 40% |" in text and "| 50 | 40% |" in text
+    for name in ("w1-speed-vs-agreement", "accuracy-1"):
+        with Image.open(out / "figures" / f"{name}.png") as img:
+            assert np.asarray(img.convert("L"), dtype=float).std() > 10
+    page = (out / "report.html").read_text()
+    assert ('class="num muted">0.80 · 0.70 · 0.300' in page) == (weights == "random")
