@@ -8,6 +8,7 @@ CPU_TORCH ?= torch==2.13.0
 RESULTS ?= results
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EXTRAS := $(VENV)/.extras
 
 .PHONY: install bench smoke report test lint docs clean
 
@@ -20,6 +21,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# the optional extras too ([eval]: lmms-eval, [ray]), so that their tests run: the torch installed
+# above is kept (a constraint; else lmms-eval's torchvision pulls another torch and CUDA packages), and
+# beside a CPU torch PyPI's torchvision, a CUDA build that cannot load, is removed (transformers imports it)
+$(EXTRAS): $(STAMP)
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e '.[dev,eval,ray]'
+	if $(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then \
+		$(BIN)/python -m pip uninstall -q -y torchvision; fi
+	touch $(EXTRAS)
+
 bench: install
 	$(BIN)/hired-bench run --budget 0.2 --batch 4
 
@@ -29,8 +40,8 @@ smoke: install
 report: install
 	$(BIN)/hired-bench report $(RESULTS) --out reports/out
 
-test: install
-	$(BIN)/python -m pytest -q
+test: $(EXTRAS)
+	HIRED_BENCH_EXTRAS=required $(BIN)/python -m pytest -q
 
 docs: install  # the methods tables of docs/methods.md, from the methods' specs
 	$(BIN)/hired-bench methods --update docs/methods.md

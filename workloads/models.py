@@ -57,6 +57,13 @@ class LoadedModel:
     def prompt_ids(self, prompt: str) -> list[int]:
         return self.tokenizer(self.template.replace("{prompt}", prompt))["input_ids"]
 
+    def decode(self, ids: list[int]) -> str:
+        """Generated ids as text. Random weights come with an offline stand-in tokenizer that knows
+        only the template's pieces, so their ids are spelled out as <id>: all such an answer is."""
+        if self.weights == "pretrained":
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return " ".join(f"<{i}>" for i in ids)
+
 
 def find_pretrained(name: str) -> Path | None:
     """A local folder, or a cached Hugging Face snapshot, with config and weights; never downloads."""

@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from profiler.cli import boundary, env, methods, predict, run, selection, sweep
+from profiler.cli import boundary, env, evaluate, methods, predict, run, selection, sweep
 from profiler.cli.common import app, err, fail
 
 __all__ = ["app", "err", "fail", "main"]
@@ -19,6 +19,7 @@ app.command("show-selection")(selection.show_selection)
 app.command()(sweep.sweep)
 app.command("oom-boundary")(boundary.oom_boundary)
 app.command()(predict.predict)
+app.command("eval")(evaluate.evaluate)
 app.command()(methods.methods)
 
 
