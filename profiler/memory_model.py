@@ -183,13 +183,16 @@ def predictions(points: list, dtype: str, memory_gib: float) -> list[dict]:
 def plan_predictions(points: list) -> list[dict]:
     """Per planned point: predicted peak GiB (None where the weights decide the count) and whether it
     fits the point's memory cap or this machine's GPU ("n/a" without either)."""
+    import torch
+
     from profiler.memory import GIB, parse_gib
     from workloads.device import resolve_device, resolve_dtype, resolve_model_name
     from workloads.models import model_config, prompt_text_tokens
 
     rows, cache = [], {}
     for point in points:
-        device = resolve_device(point.device)
+        remote = point.accelerator is not None  # measured on a Ray worker's GPU of that type, not here
+        device = torch.device("cuda") if remote and point.device == "auto" else resolve_device(point.device)
         name = resolve_model_name(point.model, device)
         if name not in cache:
             cache[name] = (model_config(name), prompt_text_tokens(name, point.prompt))
@@ -200,9 +203,7 @@ def plan_predictions(points: list) -> list[dict]:
         memory = None
         if point.memory_cap:
             memory = parse_gib(point.memory_cap)
-        elif device.type == "cuda":
-            import torch
-
+        elif device.type == "cuda" and not remote:
             memory = torch.cuda.get_device_properties(device).total_memory / GIB - CUDA_CONTEXT_GIB
         fits = "n/a" if gib is None or memory is None else ("yes" if gib <= memory else "OOM")
         rows.append({"peak_gib": gib, "fits": fits})

@@ -213,6 +213,7 @@ class Runner:
             "seed": self.seed,
             "engine": point.engine,
             "min_duration_s": point.min_duration,
+            "accelerator": point.accelerator,
             "point_key": point.key,
         }
 

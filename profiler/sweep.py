@@ -53,6 +53,7 @@ def planned_config(point: Point, sweep: str | None) -> dict:
         "seed": point.seed,
         "engine": point.engine,
         "min_duration_s": point.min_duration,
+        "accelerator": point.accelerator,
         "point_key": point.key,
     }
     return config if sweep is None else {**config, "sweep": sweep}
@@ -62,6 +63,30 @@ def _cap_gib(point: Point) -> float | None:
     from profiler.memory import parse_gib
 
     return None if point.memory_cap is None else parse_gib(point.memory_cap)
+
+
+def open_group_runner(first: Point, run_id: str, **runner_options):
+    """The runner (its model built) for the model group of `first`."""
+    from profiler.session import open_runner
+
+    return open_runner(
+        model=first.model,
+        weights=first.weights,
+        dtype=first.dtype,
+        device=first.device,
+        seed=first.seed,
+        run_id=run_id,
+        warmup=first.warmup,
+        repeats=first.repeats,
+        memory_cap_gib=_cap_gib(first),
+        **runner_options,
+    )
+
+
+def failed_load(point: Point, sweep: str | None, run_id: str, exc: Exception) -> dict:
+    """The record of a point whose model could not be built."""
+    status = "oom" if "out of memory" in str(exc).lower() else "error"
+    return make_record(run_id, status, planned_config(point, sweep), {}, None, error=error_message(exc))
 
 
 def measure_point(runner, point: Point, sweep: str | None) -> dict:
@@ -99,27 +124,11 @@ def run_points(
         first = group[0]
         on_load(first)
         try:
-            from profiler.session import open_runner
-
-            runner = open_runner(
-                model=first.model,
-                weights=first.weights,
-                dtype=first.dtype,
-                device=first.device,
-                seed=first.seed,
-                run_id=run_id,
-                warmup=first.warmup,
-                repeats=first.repeats,
-                memory_cap_gib=_cap_gib(first),
-                **runner_options,
-            )
+            runner = open_group_runner(first, run_id, **runner_options)
         except Exception as exc:  # the model did not load (over the cap, not found): every point says so
-            status = "oom" if "out of memory" in str(exc).lower() else "error"
             for point in group:
                 on_point(point)
-                record = make_record(
-                    run_id, status, planned_config(point, sweep), {}, None, error=error_message(exc)
-                )
+                record = failed_load(point, sweep, run_id, exc)
                 append_record(output, record)
                 yield record
             continue

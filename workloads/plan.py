@@ -18,7 +18,7 @@ from PIL import Image
 from workloads.presets import DEFAULT_PROMPT
 
 # fields added after 0.1.0, left out of a point's key at these values so older files still match
-LATER_FIELDS = {"images": None, "engine": "eager", "min_duration": 0.0}
+LATER_FIELDS = {"images": None, "engine": "eager", "min_duration": 0.0, "accelerator": None}
 ENGINES = ("eager", "compiled")
 
 
@@ -45,6 +45,7 @@ class Point:
     seed: int = 0
     engine: str = "eager"  # "eager": transformers' generate; "compiled": static KV cache + torch.compile
     min_duration: float = 0.0  # measured requests go on until both `repeats` and this many seconds
+    accelerator: str | None = None  # on a Ray cluster: the GPU type to measure on (Ray's names: "A100")
 
     @property
     def label(self) -> str:
@@ -199,6 +200,7 @@ def plan_points(
     fidelity: str = "paper",
     baseline: bool = True,
     engines: tuple[str, ...] = ("eager",),
+    accelerators: tuple[str | None, ...] = (None,),
     **common,
 ) -> Plan:
     """Ordered points: one model at a time (built once), input set by input set, batch sizes ascending
@@ -206,7 +208,8 @@ def plan_points(
     then the entries in order. Identical points are planned once.
 
     common: weights, dtype, device, memory_cap, warmup, repeats, seed, min_duration (Point fields).
-    Engines are an axis too; a method that cannot run compiled is refused for it.
+    Engines are an axis too; a method that cannot run compiled is refused for it. Accelerators (GPU
+    types of a Ray cluster) are the outermost axis: the whole grid once per type.
     """
     expanded = [(entry.name == "all", m) for entry in entries for m in expand(entry)]
     fidelities = dict.fromkeys([fidelity, *(e.fidelity for e in entries)])
@@ -214,7 +217,9 @@ def plan_points(
     measured = {model: head + applicable(model, expanded) for model in models}
     check_engines(engines, [m for _, m in expanded])
     points, seen, duplicates = [], set(), 0
-    for model, engine, given, batch in product(models, engines, inputs, sorted(batch_sizes)):
+    for accelerator, model, engine, given, batch in product(
+        accelerators, models, engines, inputs, sorted(batch_sizes)
+    ):
         for name, budget, fidelity, params in measured[model]:
             point = Point(
                 name,
@@ -228,6 +233,7 @@ def plan_points(
                 new_tokens=given.new_tokens,
                 prompt=given.prompt,
                 engine=engine,
+                accelerator=accelerator,
                 **common,
             )
             if point.key in seen:

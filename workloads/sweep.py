@@ -11,7 +11,8 @@
     alpha = 0.5                         # any of the method's parameters; a list is an axis of the grid
 
 Optional top-level keys: weights, dtype, device, fidelity, prompt, warmup, repeats, min_duration,
-seed, memory_cap, engines, output. The baseline (`none`) is measured whether listed or not;
+seed, memory_cap, engines, accelerators (Ray GPU types: the grid once per type, with --ray), output.
+The baseline (`none`) is measured whether listed or not;
 `name = "all"` is every method defined at the budgets. Identical points are planned once.
 """
 
@@ -51,6 +52,7 @@ TOP_KEYS = {
     "methods": list,
     "engines": list,
     "min_duration": (int, float),
+    "accelerators": list,
 }
 REQUIRED = ("models", "batch_sizes", "methods")
 ENTRY_KEYS = {"name", "budgets", "fidelity"}  # plus the method's own parameters (hired.spec)
@@ -216,6 +218,12 @@ def load_sweep(path: Path) -> Sweep:
         raise _fail(
             source, "engines", f'must be a non-empty list such as ["eager", "compiled"], got {engines!r}'
         )
+    accelerators = data.get("accelerators", [None])
+    if "accelerators" in data and not (
+        accelerators and all(isinstance(a, str) and a.strip() for a in accelerators)
+    ):
+        example = '["A100", "H100"]'
+        raise _fail(source, "accelerators", f"must be a non-empty list of GPU types such as {example}")
     try:
         plan = plan_points(
             entries,
@@ -231,6 +239,7 @@ def load_sweep(path: Path) -> Sweep:
             repeats=data.get("repeats", 5),
             seed=data.get("seed", 0),
             engines=tuple(engines),
+            accelerators=tuple(accelerators),
             min_duration=float(data.get("min_duration", 0)),
         )
     except ValueError as exc:  # an engine a method cannot run on, a method a model cannot run

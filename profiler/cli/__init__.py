@@ -31,12 +31,22 @@ def _interrupt(signum, frame) -> None:
     raise Interrupted(signum)
 
 
+def optional_values(argv: list[str]) -> list[str]:
+    """`--ray` with no address means `--ray auto` (Click has no option whose value may be left out)."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append("auto")
+    return out
+
+
 def main() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        app()
+        app(args=optional_values(sys.argv[1:]), prog_name="hired-bench")
     except Interrupted:
         from profiler.records import written
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from profiler.cli import options
-from profiler.cli.common import err, fail, measure, out
+from profiler.cli.common import err, fail, measure, out, progress, write_failed
 from profiler.console import results_table
-from profiler.records import check_output
+from profiler.records import WriteFailed, check_output, new_run_id
 from workloads.errors import InputError
 
 
@@ -34,6 +35,18 @@ def sweep(
     ] = False,
     force: options.Force = False,
     agreement: options.Agreement = True,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Run on a Ray cluster (extra [ray]): auto (the running cluster; --ray alone), local "
+            "(start one here) or a cluster address. One worker per GPU, or per --ray-cpus-per-point CPUs.",
+        ),
+    ] = None,
+    ray_cpus_per_point: Annotated[
+        int, typer.Option(help="CPUs each Ray worker takes (on a cluster without GPUs: one worker per N).")
+    ] = 1,
 ) -> None:
     """Measure the grid in FILE: methods x budgets x batch sizes x image sizes x models, point by point."""
     from profiler.sweep import pending_points
@@ -47,7 +60,12 @@ def sweep(
             options.check_plan(spec.points, f"{spec.name}.toml: models: ")
             print_plan(spec)
             return
-        options.check_to_measure(spec.points, force, f"{spec.name}.toml: models: ")
+        if ray is not None:
+            check_ray(isolate, ray_cpus_per_point)  # the workers check what depends on their GPU
+        elif any(p.accelerator for p in spec.points):
+            raise InputError(f"{spec.name}.toml: accelerators: GPU types are a Ray cluster's; add --ray")
+        else:
+            options.check_to_measure(spec.points, force, f"{spec.name}.toml: models: ")
     except InputError as exc:
         raise fail(str(exc)) from None
     todo = pending_points(spec.points, output, resume)
@@ -59,7 +77,10 @@ def sweep(
         + f" -> {output}",
         highlight=False,
     )
-    records, _ = measure(todo, output, sweep=spec.name, isolate=isolate, agreement=agreement)
+    if ray is not None:
+        records = measure_on_ray(todo, output, spec.name, ray, ray_cpus_per_point, agreement) if todo else []
+    else:
+        records, _ = measure(todo, output, sweep=spec.name, isolate=isolate, agreement=agreement)
     print_sweep(records)
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "oom", "error")}
     err.print(
@@ -69,6 +90,56 @@ def sweep(
     )
     if counts["error"]:
         raise typer.Exit(code=1)
+
+
+def check_ray(isolate: bool, cpus_per_point: int) -> None:
+    if isolate:
+        raise InputError("--isolate and --ray exclude each other: every Ray worker is a process of its own")
+    if cpus_per_point < 1:
+        raise InputError(f"--ray-cpus-per-point must be at least 1, got {cpus_per_point}")
+    if importlib.util.find_spec("ray") is None:
+        raise InputError("Ray is not installed: pip install 'hired-bench[ray]'")
+
+
+def measure_on_ray(todo: list, output: Path, name: str, address: str, cpus: int, agreement: bool) -> list:
+    """The points on a Ray cluster (joined, or started for `local` and stopped after), one progress bar."""
+    import ray
+
+    from profiler.ray_sweep import check_accelerators, cluster, connect, plan_workers, run_on_ray
+
+    try:
+        started = connect(address)
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    try:
+        found = cluster()
+        try:
+            check_accelerators(todo, found)
+        except InputError as exc:
+            raise fail(str(exc)) from None
+        counts, use_gpus = plan_workers(todo, found, cpus)
+        gpus = ", ".join(f"{n} {kind or 'GPU'}" for kind, n in found.gpus.items()) or "no GPUs"
+        err.print(
+            f"Ray cluster ({address}): {gpus}, {found.cpus:g} CPUs; {sum(counts.values())} workers, each "
+            + ("on one GPU" if use_gpus else f"on {cpus} CPU(s)"),
+            highlight=False,
+        )
+        records = []
+        with progress("points") as bar:
+            task = bar.add_task(f"sweep {name} on Ray", total=len(todo))
+            for record in run_on_ray(
+                todo, output, name, new_run_id(), found, cpus, agreement,
+                on_wait=lambda message: err.print(f"[yellow]waiting[/]: {message}", highlight=False),
+            ):  # fmt: skip
+                records.append(record)
+                bar.advance(task)
+        order = {point.key: i for i, point in enumerate(todo)}  # the plan's order, not the finishing one
+        return sorted(records, key=lambda r: order.get(r["config"]["point_key"], len(order)))
+    except WriteFailed as exc:
+        raise write_failed(exc, [exc.record]) from None
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def print_plan(spec) -> None:
@@ -82,10 +153,15 @@ def print_plan(spec) -> None:
     table = Table(
         title=f"sweep {spec.name}: {len(spec.points)} points (nothing measured)", title_justify="left"
     )
-    for name in ("model", "method", "budget", "params", "batch", "images", "new tokens", "peak GiB", "fits"):
-        table.add_column(name, justify="left" if name in ("model", "method", "params", "images") else "right")
+    typed = any(p.accelerator for p in spec.points)  # a grid per GPU type (on Ray)
+    columns = ["GPU"] * typed + ["model", "method", "budget", "params", "batch", "images", "new tokens"]
+    for name in [*columns, "peak GiB", "fits"]:
+        table.add_column(
+            name, justify="left" if name in ("GPU", "model", "method", "params", "images") else "right"
+        )
     for point, row in zip(spec.points, rows, strict=True):
         table.add_row(
+            *[point.accelerator or ""] * typed,
             point.model,
             point.method,
             point.label,
@@ -103,6 +179,9 @@ def print_plan(spec) -> None:
         "model's (weights + the largest phase, PyTorch-allocated), against the memory_cap or this GPU",
         highlight=False,
     )
+    if typed:
+        out.print("each GPU type's points run on Ray workers with that GPU (--ray)", highlight=False)
+        return
     try:
         check_model_fits(spec.points, force=False)
     except InputError as exc:
