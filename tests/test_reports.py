@@ -185,6 +185,18 @@ def test_compare_two_gpus(tmp_path):
     assert alone.exit_code == 2 and "needs results from two machines" in alone.stderr
 
 
+def test_compare_two_gpus_from_one_file(tmp_path):
+    # a Ray sweep with `accelerators` writes every GPU type's records into one file
+    both = tmp_path / "both.jsonl"
+    both.write_bytes(A.read_bytes() + b"\n" + B.read_bytes())  # A ends in a half line
+    one = RUNNER.invoke(app, ["compare", str(both), "--out", str(tmp_path / "one")])
+    two = RUNNER.invoke(app, ["compare", str(A), str(B), "--out", str(tmp_path / "two")])
+    assert one.exit_code == 0 and two.exit_code == 0, one.stderr + two.stderr
+    assert "| hired | 20% | 4 |" in (tmp_path / "one" / "report.md").read_text()
+    tables = [(tmp_path / d / "report.md").read_text().split("| method |", 1)[1] for d in ("one", "two")]
+    assert tables[0] == tables[1]
+
+
 def test_report_input_errors(tmp_path):
     missing = RUNNER.invoke(app, ["report", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "results not found" in missing.stderr
