@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from itertools import groupby
@@ -29,12 +30,15 @@ def lmms_eval_version() -> str | None:
 def stay_offline() -> None:
     """Datasets come from the Hugging Face cache only (no download, no network retries)."""
     os.environ.update(OFFLINE)
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # read from the environment at its import, done by now
+    if "datasets.config" in sys.modules:
+        sys.modules["datasets.config"].HF_HUB_OFFLINE = True
 
 
 def quiet() -> None:
     """lmms-eval logs through loguru, whose default handler prints DEBUG lines: warnings only."""
-    import sys
-
     from loguru import logger
 
     logger.remove()

@@ -5,9 +5,10 @@ comes from the very code whose speed the suite measures.
 lmms-eval finds it through the entry point in pyproject.toml (group `lmms_eval.models`), e.g.
     lmms-eval --model hired_llava_next --model_args pretrained=llava-next-7b,method=hired,budget=0.2
 model_args: pretrained (a preset, a local folder or a cached Hugging Face id), method, budget (a
-fraction or "adaptive"), fidelity, param ("NAME=VALUE;NAME=VALUE"), weights, dtype, device, seed,
-batch_size. Decoding is greedy, up to the task's max_new_tokens, cut at its `until` strings.
-Generation tasks only (generate_until), one picture per question.
+fraction or "adaptive"), fidelity, param ("NAME=VALUE;NAME=VALUE"), weights, dtype, device, seed;
+questions per batch from lmms-eval's --batch_size (it passes it to the model). Decoding is greedy,
+up to the task's max_new_tokens, cut at its `until` strings. Generation tasks only (generate_until),
+one picture per question.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class HiredLlavaNext(lmms):
         dtype: str = "auto",
         device: str = "auto",
         seed: int = 0,
-        batch_size: int | str = 1,
+        batch_size: int | str = 1,  # lmms-eval's --batch_size (it passes it beside the model_args)
         max_batch_size: int | None = None,  # lmms-eval passes it; answers are batched by batch_size
         loaded: LoadedModel | None = None,  # a model already built (hired-bench eval builds it once)
         **unknown,
@@ -75,11 +76,15 @@ class HiredLlavaNext(lmms):
         if unknown:
             raise ValueError(
                 f"hired_llava_next: unknown model_args {', '.join(sorted(unknown))} "
-                f"(it takes {', '.join(MODEL_ARGS)}, batch_size)"
+                f"(it takes {', '.join(MODEL_ARGS)}; questions per batch: lmms-eval's --batch_size)"
+            )
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            raise ValueError(
+                f"hired_llava_next: --batch_size must be a whole number of at least 1, got {batch_size!r}"
             )
         self.lm = loaded or load_model(str(pretrained), weights, dtype, device, int(seed))
         self.point = eval_point(method, budget, fidelity, param, vision_shape(self.lm.model), int(seed))
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = int(batch_size)
         self.kept_share: dict[str, list[float]] = {}  # per task and question: visual tokens kept / N_full
 
     def generate_until(self, requests) -> list[str]:

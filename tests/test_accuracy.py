@@ -136,6 +136,8 @@ def test_lmms_eval_finds_the_model_by_name():
     )
     assert model.lm.name == "tiny" and model.lm.weights == "random" and model.batch_size == 2
     assert (model.point.method, model.point.budget, model.point.params["l_final"]) == ("hired", 0.3, 2)
+    with pytest.raises(ValueError, match="--batch_size must be a whole number of at least 1, got 'auto'"):
+        cls.create_from_arg_string("pretrained=tiny,weights=random", {"batch_size": "auto"})
 
 
 def cli(*args, env=None, timeout=300):
@@ -180,6 +182,20 @@ def test_eval_end_to_end_on_a_local_task(tiny, tmp_path):
     assert records[1]["config"]["weights"] == "random"
     assert records[1]["config"]["lmms_eval_version"] == lmms_eval_version()
     assert "random weights" in result.stdout  # the table says the numbers mean nothing here
+
+
+def test_offline_reaches_a_hub_client_already_imported(monkeypatch):
+    import huggingface_hub.constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from profiler import accuracy
+
+    for name in accuracy.OFFLINE:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # as imported online
+    accuracy.stay_offline()
+    with pytest.raises(OfflineModeIsEnabled):  # refused here, before any connection is tried
+        huggingface_hub.HfApi().model_info("llava-hf/llava-v1.6-vicuna-7b-hf")
 
 
 def test_a_dataset_missing_from_the_cache_is_one_line(tmp_path):
