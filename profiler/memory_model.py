@@ -180,19 +180,17 @@ def predictions(points: list, dtype: str, memory_gib: float) -> list[dict]:
     return rows
 
 
-def plan_predictions(points: list) -> list[dict]:
-    """Per planned point: predicted peak GiB (None where the weights decide the count) and whether it
-    fits the point's memory cap or this machine's GPU ("n/a" without either)."""
-    import torch
-
+def plan_predictions(points: list, worker_gpu: bool | None = None) -> list[dict]:
+    """Per planned point: the model it resolves to, predicted peak GiB (None where the weights decide the
+    count) and whether it fits the point's memory cap or this machine's GPU ("n/a" without either).
+    worker_gpu: the points run on Ray workers with (True) or without (False) a GPU, not here."""
     from profiler.memory import GIB, parse_gib
     from workloads.device import resolve_device, resolve_dtype, resolve_model_name
     from workloads.models import model_config, prompt_text_tokens
 
     rows, cache = [], {}
     for point in points:
-        remote = point.accelerator is not None  # measured on a Ray worker's GPU of that type, not here
-        device = torch.device("cuda") if remote and point.device == "auto" else resolve_device(point.device)
+        device = resolve_device(point.device, worker_gpu)
         name = resolve_model_name(point.model, device)
         if name not in cache:
             cache[name] = (model_config(name), prompt_text_tokens(name, point.prompt))
@@ -203,8 +201,10 @@ def plan_predictions(points: list) -> list[dict]:
         memory = None
         if point.memory_cap:
             memory = parse_gib(point.memory_cap)
-        elif device.type == "cuda" and not remote:
+        elif device.type == "cuda" and worker_gpu is None:
+            import torch
+
             memory = torch.cuda.get_device_properties(device).total_memory / GIB - CUDA_CONTEXT_GIB
         fits = "n/a" if gib is None or memory is None else ("yes" if gib <= memory else "OOM")
-        rows.append({"peak_gib": gib, "fits": fits})
+        rows.append({"model": name, "peak_gib": gib, "fits": fits})
     return rows

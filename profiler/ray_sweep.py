@@ -15,12 +15,13 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from profiler.records import append_record, make_record
+from profiler.records import append_record, error_message, make_record
 from profiler.sweep import failed_load, measure_point, open_group_runner, planned_config
 from workloads.errors import InputError
 from workloads.plan import Point
@@ -63,12 +64,30 @@ class PointWorker:
         self.runner, self.load_error = None, None
 
 
+@dataclass(frozen=True)
+class Node:
+    cpus: float
+    gpus: int
+    types: tuple[str, ...] = ()  # the accelerator types it advertises
+
+
 @dataclass
 class Cluster:
-    """What a sweep can use: GPUs per accelerator type (None: no type advertised) and CPUs."""
+    """What a sweep can use: its alive nodes, GPUs per accelerator type (None: no type advertised), CPUs."""
 
-    gpus: Counter = field(default_factory=Counter)
-    cpus: float = 0.0
+    nodes: list[Node] = field(default_factory=list)
+
+    @property
+    def gpus(self) -> Counter:
+        found = Counter()
+        for node in self.nodes:
+            for kind in node.types or (None,):
+                found[kind] += node.gpus
+        return +found  # types with GPUs only
+
+    @property
+    def cpus(self) -> float:
+        return sum(node.cpus for node in self.nodes)
 
     @property
     def types(self) -> list[str]:
@@ -85,14 +104,15 @@ def connect(address: str) -> bool:
     quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if address == "local":
-            ray.init(object_store_memory=OBJECT_STORE_BYTES, **quiet)
+        if address == "local":  # a new cluster, even where one runs or RAY_ADDRESS is set
+            ray.init(address="local", object_store_memory=OBJECT_STORE_BYTES, **quiet)
             return True
         check_reachable(address)  # ray.init waits minutes on an address where nothing answers
         ray.init(address=address, **quiet)
-    except ConnectionError as exc:
+    except (ConnectionError, ValueError, RuntimeError) as exc:  # nothing there, a bad address, a version
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head`, or use --ray local"
+            f"no Ray cluster at {address!r} ({first}); start one with `ray start --head`, or use --ray local"
         ) from None
     finally:
         for sig, handler in handlers.items():  # ray.init replaces SIGTERM's with a crash dump and exit
@@ -121,11 +141,8 @@ def cluster() -> Cluster:
         if not node.get("Alive"):
             continue
         resources = node.get("Resources") or {}
-        found.cpus += resources.get("CPU", 0.0)
-        types = [key.split(":", 1)[1] for key in resources if key.startswith("accelerator_type:")]
-        for kind in types or [None]:
-            found.gpus[kind] += int(resources.get("GPU", 0))
-    found.gpus = +found.gpus  # types with GPUs only
+        types = tuple(key.split(":", 1)[1] for key in resources if key.startswith("accelerator_type:"))
+        found.nodes.append(Node(resources.get("CPU", 0.0), int(resources.get("GPU", 0)), types))
     return found
 
 
@@ -161,19 +178,50 @@ def worker_options(kind: str | None, use_gpus: bool, cpus_per_point: int) -> dic
     return options
 
 
+def uses_gpus(points: list[Point], found: Cluster) -> bool:
+    """Whether the workers hold a GPU each: the cluster has GPUs and a point may run on one."""
+    return bool(found.gpus) and any(p.accelerator or p.device != "cpu" for p in points)
+
+
 def plan_workers(points: list[Point], found: Cluster, cpus_per_point: int) -> tuple[dict, bool]:
     """(actors per accelerator kind, whether they hold a GPU): one per GPU of the kind the points ask
-    for, or one per `cpus_per_point` CPUs where there are no GPUs or every point runs on the CPU."""
-    use_gpus = bool(found.gpus) and any(p.accelerator or p.device != "cpu" for p in points)
-    wanted = Counter(p.accelerator for p in points)
+    for, or one per `cpus_per_point` CPUs where there are no GPUs or every point runs on the CPU, each
+    on one node. InputError where no node can hold a worker (it would wait for ever)."""
+    use_gpus = uses_gpus(points, found)
+
+    def suits(node: Node, kind: str | None) -> bool:
+        return not use_gpus or (node.gpus > 0 and (kind is None or kind in node.types))
+
+    def room(node: Node, kind: str | None) -> int:
+        by_cpus = int(node.cpus // cpus_per_point)
+        return (by_cpus if not use_gpus else min(node.gpus, by_cpus)) if suits(node, kind) else 0
+
     counts = {}
-    for kind, n in wanted.items():
-        if use_gpus:
-            have = sum(found.gpus.values()) if kind is None else found.gpus[kind]
-        else:
-            have = int(found.cpus // cpus_per_point)
-        counts[kind] = max(1, min(have, n))
+    for kind, n in Counter(p.accelerator for p in points).items():
+        have = sum(room(node, kind) for node in found.nodes)
+        if have == 0:
+            most = max((node.cpus for node in found.nodes if suits(node, kind)), default=0)
+            where = f"{kind} GPU node" if kind else ("GPU node" if use_gpus else "node")
+            raise InputError(
+                f"--ray-cpus-per-point {cpus_per_point}: no {where} of this Ray cluster has "
+                f"{cpus_per_point} CPUs for a worker (the largest has {most:g}); nothing was measured"
+            )
+        counts[kind] = min(have, n)
     return counts, use_gpus
+
+
+def failure(exc: Exception) -> str:
+    """A record's `error` for a point whose worker failed outside the runner's own error handling."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.OutOfMemoryError):  # Ray's memory monitor: host memory, not the GPU's
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"the Ray worker measuring this point was killed as its node ran low on host memory: {first}"
+    if isinstance(exc, ray.exceptions.RayActorError):
+        return died(exc)
+    if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:
+        return error_message(exc.cause)
+    return error_message(exc)
 
 
 def died(exc: Exception) -> str:
@@ -188,6 +236,36 @@ def died(exc: Exception) -> str:
     cause = cause.split(" If the process was killed")[0]  # the rest is advice on Ray's options
     where = ", ".join(filter(None, (pid and f"pid {pid[1]}", ip and ip[1]))) or "unknown process"
     return f"the Ray worker measuring this point died ({where}): {cause}"
+
+
+@dataclass
+class Caught:
+    """Signals noted while Ray's C++ code waits, and the handlers they belong to."""
+
+    handlers: dict = field(default_factory=dict)
+    signals: list = field(default_factory=list)
+
+
+def defer_signals() -> Caught:
+    """Note SIGINT/SIGTERM instead of acting on them: a Python exception raised inside Ray's wait
+    surfaces as a SystemError, not as the interruption it was. `deliver` acts on them between waits."""
+    caught = Caught()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            caught.handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, lambda signum, frame: caught.signals.append(signum))
+    return caught
+
+
+def deliver(caught: Caught, restore_only: bool = False) -> None:
+    """Put the handlers back and, unless restore_only, send the process a signal noted meanwhile."""
+    if not caught.signals and not restore_only:
+        return
+    for sig, handler in caught.handlers.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    caught.handlers.clear()
+    if caught.signals and not restore_only:
+        signal.raise_signal(caught.signals[0])  # handled now, in Python code, by the caller's handler
 
 
 def run_on_ray(
@@ -231,18 +309,21 @@ def run_on_ray(
             del queues[slot.group]
         slot.ref = slot.handle.measure.remote(slot.point, sweep)
 
+    caught = defer_signals()
     try:
         for slot in slots:
             start(slot)
             hand_out(slot)
         waited, said = time.monotonic(), False
         while busy := {slot.ref: slot for slot in slots if slot.ref is not None}:
-            done, _ = ray.wait(list(busy), num_returns=1, timeout=10)
+            done, _ = ray.wait(list(busy), num_returns=1, timeout=1)
+            deliver(caught)
             if not done:
                 if not said and time.monotonic() - waited > 120:
+                    each = f"{'a GPU and ' * use_gpus}{cpus_per_point} CPU(s) each"
                     on_wait(
                         "no point finished for 2 minutes: is the cluster busy, or short of what the "
-                        "workers ask for (a GPU each)?"
+                        f"workers ask for ({each})?"
                     )
                     said = True
                 continue
@@ -250,8 +331,10 @@ def run_on_ray(
             slot = busy[done[0]]
             try:
                 record = ray.get(done[0])
-            except ray.exceptions.RayActorError as exc:
-                record = make_record(run_id, "error", planned_config(slot.point, sweep), {}, None, died(exc))
+            except ray.exceptions.RayError as exc:  # the worker died, was OOM-killed, or its task raised
+                message = failure(exc)
+                record = make_record(run_id, "error", planned_config(slot.point, sweep), {}, None, message)
+                ray.kill(slot.handle, no_restart=True)
                 start(slot)  # a fresh worker in its place
             slot.ref = None
             append_record(output, record)
@@ -259,6 +342,7 @@ def run_on_ray(
             yield record
             hand_out(slot)
     finally:
+        deliver(caught, restore_only=True)
         for slot in slots:
             if slot.handle is not None:
                 ray.kill(slot.handle, no_restart=True)

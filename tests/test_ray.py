@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from profiler.cli import app, optional_values
 from profiler.records import read_records
 from tests.conftest import need_extra
+from workloads.errors import InputError
 from workloads.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,10 +36,10 @@ budgets = [0.2]
 """
 
 
-def cli(*args, timeout=600, **popen):
+def cli(*args, timeout=600, extra_env=None, **popen):
     """The real command line in a process of its own (Ray's processes are its children)."""
     command = [sys.executable, "-c", "from reports.cli import main; main()", *args]
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "RAY_DEDUP_LOGS": "0"}
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "RAY_DEDUP_LOGS": "0", **(extra_env or {})}
     if popen:
         return subprocess.Popen(command, cwd=REPO, env=env, text=True, **popen)
     return subprocess.run(command, cwd=REPO, env=env, text=True, capture_output=True, timeout=timeout)
@@ -55,7 +56,10 @@ def test_smoke_on_ray_records_what_a_local_sweep_records(tmp_path):
     local, remote = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     done = cli("sweep", "smoke", "--output", str(local))
     assert done.returncode == 0, done.stderr[-2000:]
-    done = cli("sweep", "smoke", "--ray", "local", "--output", str(remote))
+    # with RAY_ADDRESS pointing nowhere: --ray local starts a cluster of its own all the same
+    done = cli(
+        "sweep", "smoke", "--ray", "local", "--output", str(remote), extra_env={"RAY_ADDRESS": "127.0.0.1:1"}
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 workers, each on 1 CPU(s)" in done.stderr
     planned = [p.key for p in load_sweep(REPO / "workloads" / "smoke.toml").points]
@@ -235,11 +239,62 @@ def test_ray_alone_means_auto():
     assert optional_values(["sweep", "smoke", "--ray", "local"]) == ["sweep", "smoke", "--ray", "local"]
 
 
-def test_no_cluster_at_the_address_is_one_line(tmp_path):
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "nowhere"])  # nothing answers; not an address Ray takes
+def test_no_cluster_at_the_address_is_one_line(tmp_path, address):
     need_extra("ray")
-    result = cli("sweep", "smoke", "--ray", "127.0.0.1:1", "--output", str(tmp_path / "r.jsonl"), timeout=120)
+    result = cli("sweep", "smoke", "--ray", address, "--output", str(tmp_path / "r.jsonl"), timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "error: no Ray cluster at '127.0.0.1:1'" in result.stderr and "Traceback" not in result.stderr
+    assert f"error: no Ray cluster at '{address}'" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no Ray cluster")  # the last word, alone
+
+
+def test_what_no_worker_could_run_is_refused_once_the_cluster_is_known(tmp_path, typed_cluster):
+    out = tmp_path / "r.jsonl"
+    grid = typed_grid(tmp_path, ["A100"])
+    result = RUNNER.invoke(app, ["sweep", str(grid), "--ray", "auto", "--ray-cpus-per-point", "4", "--output",
+                                 str(out)])  # fmt: skip
+    assert result.exit_code == 2 and not out.exists()
+    refused = "--ray-cpus-per-point 4: no A100 GPU node of this Ray cluster has 4 CPUs for a worker"
+    assert f"{refused} (the largest has 2)" in result.stderr
+    grid.write_text(
+        grid.read_text().replace('name = "hired"', 'name = "hired"\nl_final = 9')
+    )  # tiny has 4 layers
+    result = RUNNER.invoke(app, ["sweep", str(grid), "--ray", "auto", "--output", str(out)])
+    assert result.exit_code == 2 and not out.exists()
+    assert "l_final" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_workers_take_whole_cpus_on_one_node():
+    from profiler.ray_sweep import Cluster, Node, plan_workers
+    from workloads.plan import Point
+
+    points = [Point("none", 1.0, {}, "paper", seed=s) for s in range(8)]
+    two_nodes = Cluster([Node(3, 0), Node(3, 0)])  # 6 CPUs, but a 2-CPU worker fits once per node
+    assert plan_workers(points, two_nodes, 2) == ({None: 2}, False)
+    typed = [Point("none", 1.0, {}, "paper", seed=s, accelerator="L4") for s in range(8)]
+    mixed = Cluster([Node(16, 4, ("A100",)), Node(2, 2, ("L4",))])
+    assert plan_workers(typed, mixed, 1) == ({"L4": 2}, True)
+    with pytest.raises(
+        InputError, match=r"no L4 GPU node of this Ray cluster has 4 CPUs for a worker \(the largest has 2\)"
+    ):
+        plan_workers(typed, mixed, 4)
+
+
+def test_a_failed_worker_is_named_in_the_record():
+    ray = need_extra("ray")
+    from profiler.ray_sweep import failure
+
+    oom = ray.exceptions.OutOfMemoryError(
+        "Task was killed due to the node running low on memory.\nMemory on the node"
+    )
+    assert failure(oom) == (
+        "the Ray worker measuring this point was killed as its node ran low on host memory: "
+        "Task was killed due to the node running low on memory."
+    )
+    raised = ray.exceptions.RayTaskError(
+        "measure", "Traceback ...", RuntimeError("CUDA error: misaligned address")
+    )
+    assert failure(raised) == "RuntimeError: CUDA error: misaligned address"
 
 
 def test_dry_run_plans_each_gpu_type_as_a_gpu(tmp_path):
@@ -259,3 +314,10 @@ def test_dry_run_plans_each_gpu_type_as_a_gpu(tmp_path):
     peaks = [f"{row['peak_gib']:.1f}" for row in plan_predictions(as_gpu)]
     assert [row.split("│")[-3].strip() for row in rows[:2]] == peaks
     assert "running it here would be refused" not in result.stdout
+    # a CUDA device, a memory cap and the 7B's layers: the workers' GPUs, not this machine, are asked
+    grid.write_text('accelerators = ["A100"]\nmodels = ["auto"]\ndevice = "cuda"\nmemory_cap = "20GiB"\n'
+                    'batch_sizes = [1]\n[[methods]]\nname = "hired"\nbudgets = [0.2]\n'
+                    'l_final = 20\n')  # fmt: skip
+    result = RUNNER.invoke(app, ["sweep", str(grid), "--dry-run"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.stderr
+    assert "│ A100 │ llava-next-7b │ hired" in result.stdout and "l_final=20" in result.stdout

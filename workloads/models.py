@@ -103,11 +103,15 @@ def locate(name: str, weights: str) -> tuple[Preset | None, Path | None]:
     return preset, source
 
 
-def check_model(model: str, weights: str, dtype: str, device: str) -> None:
-    """Everything load_model would refuse (device, dtype, name, weights), without building anything."""
-    dev = resolve_device(device)
+def check_model(model: str, weights: str, dtype: str, device: str, worker_gpu: bool | None = None) -> None:
+    """Everything load_model would refuse (device, dtype, name, weights), without building anything;
+    for a Ray worker (worker_gpu not None) what does not depend on its node (not its weights folder)."""
+    dev = resolve_device(device, worker_gpu)
     resolve_dtype(dtype, dev)
-    locate(resolve_model_name(model, dev), weights)
+    if worker_gpu is None:
+        locate(resolve_model_name(model, dev), weights)
+    elif weights not in WEIGHTS:
+        raise InputError(f"unknown weights {weights!r} (use {', '.join(WEIGHTS)})")
 
 
 def load_model(model: str, weights: str, dtype: str, device: str, seed: int = 0) -> LoadedModel:

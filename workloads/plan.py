@@ -273,9 +273,10 @@ def build_workload(point: Point) -> Workload:
     return Workload(pictures, point.prompt, point.new_tokens, "synthetic")
 
 
-def check_params(points: list[Point]) -> None:
+def check_params(points: list[Point], worker_gpu: bool | None = None) -> None:
     """Each point's parameters against its model's shape (e.g. a layer beyond the tower's depth), from
-    the model's configuration alone: refused before any model is built. Raises ValueError."""
+    the model's configuration alone: refused before any model is built. Raises ValueError.
+    worker_gpu: the points run on Ray workers with (True) or without (False) a GPU, not here."""
     from hired.methods import METHODS
     from hired.spec import method_params, shape_of
     from workloads.device import resolve_device, resolve_model_name
@@ -286,6 +287,6 @@ def check_params(points: list[Point]) -> None:
         where = (point.model, point.device)
         if where not in shapes:
             shapes[where] = shape_of(
-                model_config(resolve_model_name(point.model, resolve_device(point.device)))
+                model_config(resolve_model_name(point.model, resolve_device(point.device, worker_gpu)))
             )
         method_params(METHODS[point.method], shapes[where], point.params, point.seed)

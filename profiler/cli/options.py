@@ -247,9 +247,10 @@ def check_artifact(path: Path | None, suffix: str) -> None:
         raise InputError(f"folder is not writable: {path.parent}")
 
 
-def check_plan(points: list, where: str = "") -> None:
+def check_plan(points: list, where: str = "", worker_gpu: bool | None = None) -> None:
     """Every model the points need can be built here (device, dtype, name, weights) and every point's
-    parameters fit its model's shape (layer ranges): refused before any model is built."""
+    parameters fit its model's shape (layer ranges): refused before any model is built. With
+    worker_gpu (Ray workers with or without a GPU) what does not depend on the workers' nodes."""
     from profiler.memory import memory_cap_fraction, parse_gib
     from workloads.device import resolve_device
     from workloads.models import check_model
@@ -258,13 +259,17 @@ def check_plan(points: list, where: str = "") -> None:
     try:
         for group in dict.fromkeys(p.model_group for p in points):
             model, weights, dtype, device, cap = group
-            check_model(model, weights, dtype, device)
-            if cap is not None:
+            check_model(model, weights, dtype, device, worker_gpu)
+            if cap is None:
+                continue
+            if worker_gpu is None:
                 memory_cap_fraction(resolve_device(device), parse_gib(cap))
+            elif parse_gib(cap) and resolve_device(device, worker_gpu).type != "cuda":
+                raise ValueError("memory_cap emulates a smaller GPU and needs a CUDA device")
     except (InputError, ValueError) as exc:
         raise InputError(f"{where}{exc}") from None
     try:
-        check_params(points)
+        check_params(points, worker_gpu)
     except ValueError as exc:
         raise InputError(str(exc)) from None
 

@@ -57,11 +57,12 @@ def sweep(
         output = output or spec.output
         check_output(output)
         if dry_run:
-            options.check_plan(spec.points, f"{spec.name}.toml: models: ")
-            print_plan(spec)
+            worker_gpu = True if any(p.accelerator for p in spec.points) else None  # typed: on Ray GPUs
+            options.check_plan(spec.points, f"{spec.name}.toml: models: ", worker_gpu)
+            print_plan(spec, worker_gpu)
             return
         if ray is not None:
-            check_ray(isolate, ray_cpus_per_point)  # the workers check what depends on their GPU
+            check_ray(isolate, ray_cpus_per_point)  # the plan is checked once the cluster is known
         elif any(p.accelerator for p in spec.points):
             raise InputError(f"{spec.name}.toml: accelerators: GPU types are a Ray cluster's; add --ray")
         else:
@@ -115,9 +116,11 @@ def measure_on_ray(todo: list, output: Path, name: str, address: str, cpus: int,
         found = cluster()
         try:
             check_accelerators(todo, found)
+            counts, use_gpus = plan_workers(todo, found, cpus)
+            # what does not depend on the workers' nodes; each worker checks the rest (memory, weights)
+            options.check_plan(todo, f"{name}.toml: models: ", worker_gpu=use_gpus)
         except InputError as exc:
             raise fail(str(exc)) from None
-        counts, use_gpus = plan_workers(todo, found, cpus)
         gpus = ", ".join(f"{n} {kind or 'GPU'}" for kind, n in found.gpus.items()) or "no GPUs"
         err.print(
             f"Ray cluster ({address}): {gpus}, {found.cpus:g} CPUs; {sum(counts.values())} workers, each "
@@ -142,18 +145,18 @@ def measure_on_ray(todo: list, output: Path, name: str, address: str, cpus: int,
             ray.shutdown()
 
 
-def print_plan(spec) -> None:
+def print_plan(spec, worker_gpu: bool | None = None) -> None:
     """--dry-run: every point with its predicted peak memory and whether it would run out of memory."""
     from rich.table import Table
 
     from profiler.guards import check_model_fits
     from profiler.memory_model import plan_predictions
 
-    rows = plan_predictions(spec.points)
+    rows = plan_predictions(spec.points, worker_gpu)
     table = Table(
         title=f"sweep {spec.name}: {len(spec.points)} points (nothing measured)", title_justify="left"
     )
-    typed = any(p.accelerator for p in spec.points)  # a grid per GPU type (on Ray)
+    typed = worker_gpu is not None  # a grid per GPU type, on Ray
     columns = ["GPU"] * typed + ["model", "method", "budget", "params", "batch", "images", "new tokens"]
     for name in [*columns, "peak GiB", "fits"]:
         table.add_column(
@@ -162,7 +165,7 @@ def print_plan(spec) -> None:
     for point, row in zip(spec.points, rows, strict=True):
         table.add_row(
             *[point.accelerator or ""] * typed,
-            point.model,
+            row["model"],  # `auto` resolved where the point runs
             point.method,
             point.label,
             " ".join(f"{k}={v}" for k, v in point.params.items()) or "–",
