@@ -21,7 +21,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from profiler.records import append_record, error_message, make_record
+from profiler.records import append_record, error_message, first_line, make_record
 from profiler.sweep import failed_load, measure_point, open_group_runner, planned_config
 from workloads.errors import InputError
 from workloads.plan import Point
@@ -110,9 +110,9 @@ def connect(address: str) -> bool:
         check_reachable(address)  # ray.init waits minutes on an address where nothing answers
         ray.init(address=address, **quiet)
     except (ConnectionError, ValueError, RuntimeError) as exc:  # nothing there, a bad address, a version
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"no Ray cluster at {address!r} ({first}); start one with `ray start --head`, or use --ray local"
+            f"no Ray cluster at {address!r} ({first_line(exc) or type(exc).__name__}); start one with "
+            "`ray start --head`, or use --ray local"
         ) from None
     finally:
         for sig, handler in handlers.items():  # ray.init replaces SIGTERM's with a crash dump and exit
@@ -215,8 +215,8 @@ def failure(exc: Exception) -> str:
     import ray
 
     if isinstance(exc, ray.exceptions.OutOfMemoryError):  # Ray's memory monitor: host memory, not the GPU's
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"the Ray worker measuring this point was killed as its node ran low on host memory: {first}"
+        killed = "the Ray worker measuring this point was killed as its node ran low on host memory"
+        return f"{killed}: {first_line(exc)}"
     if isinstance(exc, ray.exceptions.RayActorError):
         return died(exc)
     if isinstance(exc, ray.exceptions.RayTaskError) and exc.cause is not None:

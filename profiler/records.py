@@ -221,7 +221,11 @@ def read_records(path: Path) -> list[dict]:
     return [record for record, _, _ in iter_lines(path) if record is not None]
 
 
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""
+
+
 def error_message(exc: BaseException) -> str:
     """A record's `error`: the exception's type and the first line of its message."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+    return f"{type(exc).__name__}: {first_line(exc)}".strip()
