@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hired.llm import LLM_STAGE_NOT_COMPILED, LayerInputs, top_per_row
+from hired.layout import top_per_row
+from hired.llm import LLM_STAGE_NOT_COMPILED, LayerInputs
 from hired.spec import Method, Param, llm_layer
 
 RULES = {"l1": 1, "l2": 2}  # key norm that picks the pivots

@@ -5,7 +5,8 @@ hooked query, so the model stays on SDPA."""
 
 from __future__ import annotations
 
-from hired.llm import LLM_STAGE_NOT_COMPILED, LayerInputs, top_per_row
+from hired.layout import top_per_row
+from hired.llm import LLM_STAGE_NOT_COMPILED, LayerInputs
 from hired.spec import Method, llm_layer
 
 

@@ -80,3 +80,17 @@ def valid_masks(layouts: list[ImageLayout], n: int, device) -> torch.Tensor:
         valid[layout.candidates.to(device)] = True
         masks.append(valid.view(-1, n))
     return torch.cat(masks)
+
+
+def descending_rank(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """(rows, n): each position's rank by descending score in its row, allowed positions first (ties:
+    the lower index)."""
+    rows, n = scores.shape
+    masked = scores.float().masked_fill(~allowed, float("-inf"))
+    order = torch.sort(masked, dim=1, descending=True, stable=True).indices
+    return torch.empty_like(order).scatter_(1, order, torch.arange(n, device=scores.device).expand(rows, n))
+
+
+def top_per_row(scores: torch.Tensor, allowed: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(rows, n) bool: the counts[r] highest-scoring allowed positions of each row (ties: the lower index)."""
+    return (descending_rank(scores, allowed) < counts[:, None]) & allowed

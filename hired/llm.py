@@ -53,15 +53,6 @@ LLM_STAGE_NOT_COMPILED = (
 LlmKeep = Callable[[LayerInputs, dict], torch.Tensor]  # (B, L) bool: the visual tokens kept
 
 
-def top_per_row(scores: torch.Tensor, allowed: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """(B, L) bool: the counts[b] highest-scoring allowed positions of each row (ties: the lower index)."""
-    b, n = scores.shape
-    masked = scores.float().masked_fill(~allowed, float("-inf"))
-    order = torch.sort(masked, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=scores.device).expand(b, n))
-    return (rank < counts[:, None]) & allowed
-
-
 def text_model(model):
     """The decoder stack of a LLaVA model (transformers 5.x: model.model.language_model)."""
     return model.model.language_model

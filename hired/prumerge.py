@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from hired.assemble import stock_order
 from hired.capture import VisionBatch
-from hired.layout import valid_masks
+from hired.layout import descending_rank, valid_masks
 from hired.spec import Derived, Method, Param, Selection, apportion, vision_layer
 
 NEIGHBOURS = 32
@@ -100,9 +100,7 @@ def plan(
     """
     s, n = attention.shape
     device = attention.device
-    scores = attention.float().masked_fill(~valid, float("-inf"))
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=device).expand(s, n))
+    rank = descending_rank(attention, valid)
     outliers = outlier_counts(attention, valid)
     if budgets is None:
         slots = None

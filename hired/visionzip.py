@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from hired.assemble import stock_order
 from hired.capture import VisionBatch
-from hired.layout import valid_masks
+from hired.layout import top_per_row, valid_masks
 from hired.spec import Derived, Method, Param, Selection, apportion, vision_layer
 
 # the released code's LLaVA-Next setting: 54 dominant and 10 contextual tokens of every 64
@@ -23,15 +23,6 @@ CONTEXTUAL_SHARE = 10 / 64
 def contextual_counts(budgets: torch.Tensor, share: float) -> torch.Tensor:
     """Contextual tokens per partition: round(share * budget), halves up; the rest are dominant."""
     return torch.floor(budgets * share + 0.5).long()
-
-
-def dominant_mask(scores: torch.Tensor, valid: torch.Tensor, dominant: torch.Tensor) -> torch.Tensor:
-    """(S, n): the top dominant[s] valid tokens of each row by score (ties: the lower index)."""
-    s, n = scores.shape
-    masked = scores.float().masked_fill(~valid, float("-inf"))
-    order = torch.sort(masked, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=scores.device).expand(s, n))
-    return (rank < dominant[:, None]) & valid
 
 
 def contextual_targets(rest: torch.Tensor, contextual: torch.Tensor) -> torch.Tensor:
@@ -79,7 +70,7 @@ def select(batch: VisionBatch, budget: float | None, fidelity: str, params: dict
         [c for v in batch.split(valid) for c in apportion(budget, v.sum(1).tolist())], device=scores.device
     )
     contextual = contextual_counts(budgets, params["contextual_share"])
-    dominant = dominant_mask(scores, valid, budgets - contextual)
+    dominant = top_per_row(scores, valid, budgets - contextual)
     rest = valid & ~dominant
     target = contextual_targets(rest, contextual)
     width = max(int(contextual.max()), 1)
