@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from profiler.metrics import peak_memory_gib
+from workloads.plan import budget_label
 
 
 def varying_params(records: list[dict]) -> list[str]:
@@ -116,7 +117,7 @@ def results_table(records: list[dict], title: str) -> Table:
             label += " (reference)"
         if len(engines) > 1:
             label += f" [{cfg.get('engine', 'eager')}]"
-        budget = cfg["budget"] if isinstance(cfg["budget"], str) else f"{cfg['budget']:.0%}"
+        budget = budget_label(cfg["budget"])
         if r["status"] != "ok":
             notes.append(r["error"])
             table.add_row(label, budget, f"[red]{r['status'].upper()}[/] ({len(notes)})", *[""] * 10)

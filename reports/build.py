@@ -12,7 +12,6 @@ from reports import figures
 from reports.data import (
     METHOD_ORDER,
     Results,
-    budget_label,
     image_label,
     machine,
     median,
@@ -23,6 +22,7 @@ from reports.data import (
     workload_title,
 )
 from reports.document import Section, Table, to_html, to_markdown
+from workloads.plan import budget_label
 
 # HiRED paper, Table 4: LLaVA-Next-7B on a Tesla P40 (24 GB), 15 new tokens, 600x600 images.
 # (end-to-end tokens/s, TTFT s, peak memory GB as torch max_memory_allocated); None: out of memory.

@@ -172,12 +172,6 @@ def machine(record: dict) -> str:
     return f"{name}, cap {cap:g} GiB" if cap else name
 
 
-def budget_label(budget) -> str:
-    if isinstance(budget, str):
-        return budget
-    return f"{budget:.0%}" if budget is not None else "n/a"
-
-
 def image_label(config: dict) -> str:
     sizes = config.get("image_sizes") or []
     unique = list(dict.fromkeys(f"{w}x{h}" for w, h in sizes))

@@ -10,8 +10,9 @@ from matplotlib.ticker import MaxNLocator
 
 from hired.methods import METHODS
 from profiler.console import varying_params
-from reports.data import METHOD_ORDER, budget_label, median, method_key, peak_memory, spread
+from reports.data import METHOD_ORDER, median, method_key, peak_memory, spread
 from reports.document import Figure
+from workloads.plan import budget_label
 
 COLOURS = {
     "none": "#4b5563",

@@ -87,6 +87,18 @@ def test_llm_stage_methods_are_refused_for_compiled_before_loading(tmp_path, mon
         assert result.exit_code == 2 and "cannot run on the compiled engine" in result.stderr
 
 
+def test_all_on_both_engines_passes_llm_stage_methods_over_for_compiled_only():
+    from workloads.plan import Inputs, MethodEntry, plan_points
+
+    points = plan_points(
+        [MethodEntry("all", (0.2,))], models=["tiny"], inputs=[Inputs()], batch_sizes=[1],
+        engines=("eager", "compiled"),
+    ).points  # fmt: skip
+    by_engine = {e: {p.method for p in points if p.engine == e} for e in ("eager", "compiled")}
+    assert {"fastv", "dart"} <= by_engine["eager"]
+    assert by_engine["compiled"] == by_engine["eager"] - {"fastv", "dart"}
+
+
 @pytest.mark.parametrize(("repeats", "min_duration", "expected"), [(2, 4.5, 5), (7, 4.5, 7), (3, 0.0, 3)])
 def test_min_duration_runs_until_both_count_and_time(tiny, monkeypatch, repeats, min_duration, expected):
     calls = {"n": 0}

@@ -22,6 +22,13 @@ LATER_FIELDS = {"images": None, "engine": "eager", "min_duration": 0.0, "acceler
 ENGINES = ("eager", "compiled")
 
 
+def budget_label(budget) -> str:
+    """A budget as printed everywhere: 20% for a fraction, as is for "adaptive", n/a where missing."""
+    if isinstance(budget, str):
+        return budget
+    return "n/a" if budget is None else f"{budget:.0%}"
+
+
 @dataclass(frozen=True)
 class Point:
     """One measured point, as asked (auto values and default parameters unresolved, so its key is stable)."""
@@ -49,7 +56,7 @@ class Point:
 
     @property
     def label(self) -> str:
-        return "adaptive" if self.budget is None else f"{self.budget:.0%}"
+        return budget_label("adaptive" if self.budget is None else self.budget)
 
     @property
     def key(self) -> str:
@@ -149,32 +156,31 @@ def expand(entry: MethodEntry) -> list[tuple[str, float | None, str, dict]]:
     return out
 
 
-def applicable(model: str, expanded: list[tuple[bool, tuple]]) -> list[tuple]:
-    """The expanded methods a model can run: one with a single partition per image (LLaVA-1.5) has no
-    sub-images for a method that needs LLaVA-Next's partitions; `all` passes those over, a method
-    named explicitly is refused."""
+def why_not(name: str, model: str, anyres: bool, engine: str) -> str | None:
+    """Why a method cannot run for a model on an engine, or None: a method that needs LLaVA-Next's
+    partitions on a one-partition model (LLaVA-1.5), or an engine the method does not support."""
     from hired.methods import METHODS
 
-    if any(METHODS[m[0]].needs_anyres for _, m in expanded) and not has_anyres(model):
-        for from_all, (name, *_) in expanded:
-            if METHODS[name].needs_anyres and not from_all:
-                raise ValueError(
-                    f"{name} needs LLaVA-Next's sub-image partitions; {model} has one partition per image"
-                )
-        return [m for _, m in expanded if not METHODS[m[0]].needs_anyres]
-    return [m for _, m in expanded]
+    method = METHODS[name]
+    if method.needs_anyres and not anyres:
+        return f"{name} needs LLaVA-Next's sub-image partitions; {model} has one partition per image"
+    if engine not in method.engines:
+        return f"{name} cannot run on the {engine} engine: {method.engines_why}"
+    return None
 
 
-def check_engines(engines, expanded: list[tuple]) -> None:
-    """Known engines, each method able to run on each."""
-    from hired.methods import METHODS
-
-    for engine in engines:
-        if engine not in ENGINES:
-            raise ValueError(f"unknown engine {engine!r} (use {', '.join(ENGINES)})")
-        for name, *_ in expanded:
-            if engine not in METHODS[name].engines:
-                raise ValueError(f"{name} cannot run on the {engine} engine: {METHODS[name].engines_why}")
+def runnable(model: str, engine: str, expanded: list[tuple[bool, tuple]]) -> list[tuple]:
+    """The expanded methods that can run for a model on an engine: `all` passes the others over, a
+    method named explicitly is refused."""
+    anyres = has_anyres(model)
+    kept = []
+    for from_all, method in expanded:
+        why = why_not(method[0], model, anyres, engine)
+        if why is None:
+            kept.append(method)
+        elif not from_all:
+            raise ValueError(why)
+    return kept
 
 
 def has_anyres(model: str) -> bool:
@@ -208,19 +214,22 @@ def plan_points(
     then the entries in order. Identical points are planned once.
 
     common: weights, dtype, device, memory_cap, warmup, repeats, seed, min_duration (Point fields).
-    Engines are an axis too; a method that cannot run compiled is refused for it. Accelerators (GPU
+    Engines are an axis too. A method that cannot run for a model or on an engine is refused when
+    named, passed over when it came from `all`. Accelerators (GPU
     types of a Ray cluster) are the outermost axis: the whole grid once per type.
     """
     expanded = [(entry.name == "all", m) for entry in entries for m in expand(entry)]
     fidelities = dict.fromkeys([fidelity, *(e.fidelity for e in entries)])
     head = [("none", 1.0, f, {}) for f in fidelities] if baseline else []
-    measured = {model: head + applicable(model, expanded) for model in models}
-    check_engines(engines, [m for _, m in expanded])
+    unknown = [engine for engine in engines if engine not in ENGINES]
+    if unknown:
+        raise ValueError(f"unknown engine {unknown[0]!r} (use {', '.join(ENGINES)})")
+    measured = {(m, e): head + runnable(m, e, expanded) for m in models for e in engines}
     points, seen, duplicates = [], set(), 0
     for accelerator, model, engine, given, batch in product(
         accelerators, models, engines, inputs, sorted(batch_sizes)
     ):
-        for name, budget, fidelity, params in measured[model]:
+        for name, budget, fidelity, params in measured[model, engine]:
             point = Point(
                 name,
                 budget,

@@ -13,7 +13,7 @@ from profiler.cli.common import err, fail, out
 from profiler.cli.run import DEFAULT_OUTPUT
 from profiler.records import WriteFailed, check_output, new_run_id
 from workloads.errors import InputError
-from workloads.plan import Inputs
+from workloads.plan import Inputs, budget_label
 
 NOT_INSTALLED = (
     "lmms-eval is not installed: pip install 'hired-bench[eval]' (docs/accuracy.md says how on a CPU)"
@@ -112,7 +112,7 @@ def accuracy_table(records: list[dict]):
     notes = []
     for r in records:
         c, m = r["config"], r["metrics"] or {}
-        budget = c["budget"] if isinstance(c["budget"], str) else f"{c['budget']:.0%}"
+        budget = budget_label(c["budget"])
         if r["status"] != "ok":
             notes.append(r["error"])
             table.add_row(", ".join(c["tasks"]), "", c["method"], budget, f"[red]ERROR[/] ({len(notes)})")
