@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from profiler.cli import app, err, fail
+from profiler.cli import app, err, fail, say
 from profiler.cli import main as profiler_main
 
 
@@ -30,14 +30,13 @@ def _load(results: list[Path], out: Path):
         skipped = f" ({loaded.skipped_lines} line(s) skipped: {reasons})" if loaded.skipped else ""
         raise fail(f"no usable result records in {', '.join(map(str, loaded.files))}{skipped}")
     for (path, why), n in sorted(loaded.skipped.items()):
-        err.print(f"skipped {n} line(s) of {path}: {why}", highlight=False, soft_wrap=True)
+        say(f"skipped {n} line(s) of {path}: {why}")
     return loaded
 
 
 def cannot_write(out: Path, exc: OSError) -> typer.Exit:
     """The disk refused the report (full, read-only): one line, exit 1; the results files are untouched."""
-    err.print(f"[bold red]error:[/] cannot write the report to {out}: {exc.strerror or exc}", highlight=False)
-    return typer.Exit(code=1)
+    return fail(f"cannot write the report to {out}: {exc.strerror or exc}", code=1)
 
 
 def check_out(out: Path) -> None:
@@ -65,11 +64,9 @@ def report(
         except OSError as exc:
             raise cannot_write(out, exc) from None
     figures = sorted((out / "figures").glob("*.png"))
-    err.print(
+    say(
         f"{len(loaded.points)} points from {len(loaded.files)} file(s) -> {markdown}, {page} "
-        f"and {len(figures)} figures (PNG + SVG) in {out / 'figures'}",
-        highlight=False,
-        soft_wrap=True,
+        f"and {len(figures)} figures (PNG + SVG) in {out / 'figures'}"
     )
 
 
@@ -113,7 +110,7 @@ def compare(
             for row in part.rows:
                 table.add_row(*row)
             console.print(table)
-    err.print(f"{written[0]} and {written[1]}", highlight=False, soft_wrap=True)
+    say(f"{written[0]} and {written[1]}")
 
 
 def main() -> None:

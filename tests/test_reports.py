@@ -295,3 +295,13 @@ def test_report_places_agreement_and_accuracy_beside_speed(tmp_path, weights):
             assert np.asarray(img.convert("L"), dtype=float).std() > 10
     page = (out / "report.html").read_text()
     assert ('class="num muted">0.80 · 0.70 · 0.300' in page) == (weights == "random")
+
+
+def test_paths_are_printed_as_written_not_as_rich_markup(tmp_path):
+    out = tmp_path / "[eval]" / "out"  # rich would read [eval] as a style tag and drop it
+    result = RUNNER.invoke(app, ["compare", str(A), str(B), "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert f"{out}/report.md and {out}/report.html" in result.stderr.replace("\n", "")
+    (tmp_path / "[ro]").write_text("a file, not a folder")
+    refused = RUNNER.invoke(app, ["compare", str(A), str(B), "--out", str(tmp_path / "[ro]" / "x")])
+    assert refused.exit_code == 2 and "[ro]" in refused.stderr

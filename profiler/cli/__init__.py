@@ -8,9 +8,9 @@ import signal
 import sys
 
 from profiler.cli import boundary, env, evaluate, methods, predict, run, selection, sweep
-from profiler.cli.common import app, err, fail
+from profiler.cli.common import app, err, fail, say
 
-__all__ = ["app", "err", "fail", "main"]
+__all__ = ["app", "err", "fail", "main", "say"]
 
 # the order `hired-bench --help` lists them in
 app.command()(run.run)
@@ -51,5 +51,5 @@ def main() -> None:
         from profiler.records import written
 
         said = ", ".join(f"{n} points recorded in {path}" for path, n in written.items())
-        err.print(f"interrupted: {said or 'no point recorded'}", highlight=False, soft_wrap=True)
+        say(f"interrupted: {said or 'no point recorded'}")
         sys.exit(130)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from profiler.cli import options
-from profiler.cli.common import describe, err, fail, out, progress, write_failed
+from profiler.cli.common import describe, err, fail, out, progress, say, write_failed
 from profiler.records import check_output, new_run_id
 from workloads.errors import InputError
 from workloads.presets import DEFAULT_PROMPT
@@ -121,7 +121,7 @@ def oom_boundary(
         if r["stopped_by"]:
             table.add_row("", "", f"[red]stopped[/]: {escape(r['stopped_by'])}", "", "", "")
     out.print(table)
-    err.print(f"probes and boundaries appended to {output}", highlight=False)
+    say(f"probes and boundaries appended to {output}")
 
 
 def require_gpu(device: str) -> None:

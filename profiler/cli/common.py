@@ -33,10 +33,15 @@ def _root() -> None:
     """Benchmark LLaVA-Next with and without visual-token dropping."""
 
 
-def fail(message: str) -> typer.Exit:
-    """Bad input: one line on stderr, exit code 2."""
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """One error line on stderr; exit code 2 (bad input) unless told (1: the disk refused a write)."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # [eval] is text
-    return typer.Exit(code=2)
+    return typer.Exit(code=code)
+
+
+def say(text: str) -> None:
+    """A plain line on stderr: paths and messages are text, never rich markup (a folder named [eval])."""
+    err.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def progress(unit: str = "requests") -> Progress:
@@ -59,9 +64,9 @@ def describe(runner) -> None:
         f"model: [bold]{lm.name}[/] · {lm.weights} weights · {dtype_name} on {lm.device}", highlight=False
     )
     for note in lm.notes:
-        err.print(f"  {note}", highlight=False)
+        say(f"  {note}")
     if runner.sampler is None:
-        err.print(f"  GPU memory and energy: not measured ({runner.nvml_reason})", highlight=False)
+        say(f"  GPU memory and energy: not measured ({runner.nvml_reason})")
 
 
 def print_warnings(records: list[dict]) -> None:
@@ -161,10 +166,8 @@ def write_failed(exc, unwritten: list[dict]) -> typer.Exit:
         print(json.dumps(record))
     config = exc.record.get("config") or {}
     what = f"{config.get('method', exc.record.get('kind', 'a record'))} at batch {config.get('batch_size')}"
-    err.print(
-        f"[bold red]error:[/] cannot write to {exc.path} ({exc.reason}) while recording {what}: every "
-        f"earlier record is intact; {len(unwritten)} unwritten record(s) printed on stdout",
-        highlight=False,
-        soft_wrap=True,
+    return fail(
+        f"cannot write to {exc.path} ({exc.reason}) while recording {what}: every earlier record is "
+        f"intact; {len(unwritten)} unwritten record(s) printed on stdout",
+        code=1,
     )
-    return typer.Exit(code=1)

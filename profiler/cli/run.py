@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from profiler.cli import options
-from profiler.cli.common import err, fail, measure, out, print_warnings
+from profiler.cli.common import fail, measure, out, print_warnings, say
 from profiler.console import results_table
 from profiler.records import check_output
 from workloads.errors import InputError
@@ -118,12 +118,13 @@ def run(
             f"mean share of leading tokens equal · mean first-token KL in nats\n{BASELINE_NOTE[fidelity]} "
             f"· records appended to {output}",
             highlight=False,
+            markup=False,
         )
     print_warnings(records)
     from profiler.runner import trace_path
 
     for path in [py_spy] + ([trace_path(torch_trace, p) for p in plan.points] if torch_trace else []):
         if path is not None and path.exists():
-            err.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)", highlight=False)
+            say(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     if any(r["status"] == "error" for r in records):
         raise typer.Exit(code=1)

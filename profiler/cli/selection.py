@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from profiler.cli import options
-from profiler.cli.common import err, fail
+from profiler.cli.common import err, fail, say
 from workloads.errors import InputError
 from workloads.images import load_image
 from workloads.plan import Inputs
@@ -119,6 +119,5 @@ def show_selection(
         partial.replace(out)
     except OSError as exc:
         partial.unlink(missing_ok=True)
-        err.print(f"[bold red]error:[/] cannot write {out}: {exc.strerror or exc}", highlight=False)
-        raise typer.Exit(code=1) from None
-    err.print(f"{title}\nwrote {out}", highlight=False, soft_wrap=True)
+        raise fail(f"cannot write {out}: {exc.strerror or exc}", code=1) from None
+    say(f"{title}\nwrote {out}")

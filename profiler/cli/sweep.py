@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from profiler.cli import options
-from profiler.cli.common import err, fail, measure, out, progress, write_failed
+from profiler.cli.common import fail, measure, out, progress, say, write_failed
 from profiler.console import results_table
 from profiler.records import WriteFailed, check_output, new_run_id
 from workloads.errors import InputError
@@ -71,12 +71,11 @@ def sweep(
         raise fail(str(exc)) from None
     todo = pending_points(spec.points, output, resume)
     done = len(spec.points) - len(todo)
-    err.print(
+    say(
         f"sweep {spec.name}: {len(spec.points)} points"
         + (f" ({spec.duplicates} duplicates dropped)" if spec.duplicates else "")
         + (f", {done} already recorded, {len(todo)} to run" if resume else "")
-        + f" -> {output}",
-        highlight=False,
+        + f" -> {output}"
     )
     if ray is not None:
         records = measure_on_ray(todo, output, spec.name, ray, ray_cpus_per_point, agreement) if todo else []
@@ -84,10 +83,9 @@ def sweep(
         records, _ = measure(todo, output, sweep=spec.name, isolate=isolate, agreement=agreement)
     print_sweep(records)
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "oom", "error")}
-    err.print(
+    say(
         f"{len(records)} points measured: {counts['ok']} ok, {counts['oom']} oom, {counts['error']} error "
-        f"· records in {output}",
-        highlight=False,
+        f"· records in {output}"
     )
     if counts["error"]:
         raise typer.Exit(code=1)
@@ -122,17 +120,16 @@ def measure_on_ray(todo: list, output: Path, name: str, address: str, cpus: int,
         except InputError as exc:
             raise fail(str(exc)) from None
         gpus = ", ".join(f"{n} {kind or 'GPU'}" for kind, n in found.gpus.items()) or "no GPUs"
-        err.print(
+        say(
             f"Ray cluster ({address}): {gpus}, {found.cpus:g} CPUs; {sum(counts.values())} workers, each "
-            + ("on one GPU" if use_gpus else f"on {cpus} CPU(s)"),
-            highlight=False,
+            + ("on one GPU" if use_gpus else f"on {cpus} CPU(s)")
         )
         records = []
         with progress("points") as bar:
             task = bar.add_task(f"sweep {name} on Ray", total=len(todo))
             for record in run_on_ray(
                 todo, output, name, new_run_id(), found, cpus, agreement,
-                on_wait=lambda message: err.print(f"[yellow]waiting[/]: {message}", highlight=False),
+                on_wait=lambda message: say(f"waiting: {message}"),
             ):  # fmt: skip
                 records.append(record)
                 bar.advance(task)
@@ -188,7 +185,7 @@ def print_plan(spec, worker_gpu: bool | None = None) -> None:
     try:
         check_model_fits(spec.points, force=False)
     except InputError as exc:
-        out.print(f"running it here would be refused: {exc}", highlight=False)
+        out.print(f"running it here would be refused: {exc}", highlight=False, markup=False)
 
 
 def print_sweep(records: list[dict]) -> None:
