@@ -89,6 +89,8 @@ class Pruning:
         self.padded = False
         self.kept: list[int] | None = None
         self.chosen: torch.Tensor | None = None  # (B, L) bool: the visual tokens kept
+        self.inputs: dict = {}  # what every layer >= K gets in this forward pass (the same for all)
+        self.inputs_for: int | None = None  # the cache length they were made for (None: prefill)
         self.handles: list = []
 
     def __enter__(self) -> Pruning:
@@ -115,20 +117,18 @@ class Pruning:
             if hidden.shape[1] > 1:  # prefill: the kept tokens, at their original positions
                 if i == self.k:
                     hidden = self._choose(hidden, kwargs, cache)
-                mask, where = self.prefill_mask, torch.arange(self.index.shape[1], device=hidden.device)
-                kwargs["position_embeddings"] = tuple(self._gather(t) for t in kwargs["position_embeddings"])
-                if kwargs.get("position_ids") is not None:
-                    kwargs["position_ids"] = self._gather(kwargs["position_ids"])
+                    self.inputs, self.inputs_for = self._prefill_inputs(kwargs, hidden.device), None
             else:  # decode: the cached kept tokens, then what this request generated so far
                 cached = cache.layers[i].get_seq_length()
-                where, mask = torch.tensor([cached], device=hidden.device), None
-                if self.padded:
-                    grown = cached + 1 - self.slot_valid.shape[1]
-                    mask = torch.cat([self.slot_valid, self.slot_valid.new_ones(len(hidden), grown)], dim=1)
-                    mask = mask[:, None, None, :]
-            kwargs["attention_mask"] = mask
-            if "cache_position" in kwargs:  # transformers 5.17 passes where this layer's cache is written
-                kwargs["cache_position"] = where
+                if self.inputs_for != cached:  # made once per step, not once per layer
+                    self.inputs, self.inputs_for = (
+                        self._decode_inputs(cached, len(hidden), hidden.device),
+                        cached,
+                    )
+            for name, value in self.inputs.items():
+                # transformers 5.17 passes cache_position (where this layer's cache is written); 5.23 does not
+                if name != "cache_position" or name in kwargs:
+                    kwargs[name] = value
             if args:
                 return (hidden, *args[1:]), kwargs
             kwargs["hidden_states"] = hidden
@@ -158,12 +158,34 @@ class Pruning:
         b = len(keep)
         slot = keep.long().cumsum(dim=1) - 1 + (width - lengths)[:, None]  # left-padded slots
         self.index = torch.zeros(b, width, dtype=torch.long, device=keep.device)
-        self.index[keep.nonzero()[:, 0], slot[keep]] = keep.nonzero()[:, 1]
+        where = keep.nonzero()
+        self.index[where[:, 0], slot[keep]] = where[:, 1]
         self.slot_valid = torch.arange(width, device=keep.device)[None, :] >= (width - lengths)[:, None]
         # no padding slot: plain causal attention, so SDPA keeps its fast kernels (no explicit mask)
         self.padded = not bool(self.slot_valid.all())
         self.prefill_mask = self._prefill_mask() if self.padded else None
         return self._gather(hidden)
+
+    def _prefill_inputs(self, kwargs: dict, device) -> dict:
+        """Mask, positions and rotary embeddings of the kept tokens, for every layer >= K."""
+        inputs = {
+            "attention_mask": self.prefill_mask,
+            "cache_position": torch.arange(self.index.shape[1], device=device),
+            "position_embeddings": tuple(self._gather(t) for t in kwargs["position_embeddings"]),
+        }
+        if kwargs.get("position_ids") is not None:
+            inputs["position_ids"] = self._gather(kwargs["position_ids"])
+        return inputs
+
+    def _decode_inputs(self, cached: int, batch: int, device) -> dict:
+        """A decoding step's mask (padding slots unattended) and cache position, for every layer >= K."""
+        mask = None
+        if self.padded:
+            grown = cached + 1 - self.slot_valid.shape[1]
+            mask = torch.cat([self.slot_valid, self.slot_valid.new_ones(batch, grown)], dim=1)[
+                :, None, None, :
+            ]
+        return {"attention_mask": mask, "cache_position": torch.tensor([cached], device=device)}
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """(B, L, ...) -> (B, L', ...): the kept positions of each sample, in their slots."""
