@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from hired.assemble import stock_order
 from hired.capture import VisionBatch
-from hired.hired import proportional, region_scores, top_tokens
-from hired.layout import ImageLayout, valid_masks
+from hired.hired import proportional, region_scores
+from hired.layout import ImageLayout, top_per_row, valid_masks
 from hired.spec import Derived, Method, Param, Selection, budget_tokens, vision_layer
 
 
@@ -67,7 +67,8 @@ def select(batch: VisionBatch, budget: float | None, fidelity: str, params: dict
             weights = crop_weights(thumbnail, layout, caps, params["temperature"])
             counts = [n_budget - n_sub, *proportional(n_sub, weights, caps)]
             ranked = torch.cat([thumbnail[None], guided_scores(own[1:], thumbnail, layout, params["alpha"])])
-        kept = [top_tokens(ranked[p], ok[p] & ranked[p].isfinite(), k) + p * n for p, k in enumerate(counts)]
+        chosen = top_per_row(ranked, ok & ranked.isfinite(), torch.tensor(counts, device=ranked.device))
+        kept = [row.nonzero().squeeze(1) + p * n for p, row in enumerate(chosen)]
         flat = features.flatten(0, 1)
         tokens = [flat[k] for k in kept]
         extras = [flat[:0]] * layout.partitions

@@ -12,7 +12,7 @@ import math
 import torch
 
 from hired.capture import VisionBatch
-from hired.layout import ImageLayout
+from hired.layout import ImageLayout, top_per_row
 from hired.spec import Derived, Method, Param, Selection, budget_tokens, vision_layer
 
 
@@ -83,13 +83,6 @@ def proportional(total: int, weights: list[float], caps: list[int]) -> list[int]
     return counts
 
 
-def top_tokens(scores: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k highest scores among valid tokens (ties: lower index first), ascending."""
-    masked = torch.where(valid, scores.float(), torch.tensor(float("-inf"), device=scores.device))
-    order = torch.sort(masked, descending=True, stable=True).indices[:k]
-    return order.sort().values
-
-
 def select_hired(
     layout: ImageLayout, init_scores: torch.Tensor, final_scores: torch.Tensor, n_budget: int, alpha: float
 ) -> torch.Tensor:
@@ -110,10 +103,7 @@ def select_hired(
     else:
         caps = valid[1:].sum(dim=1).tolist()
         budgets = split_budget(n_budget, region_scores(init_scores, layout.grid, layout.side), caps, alpha, n)
-    kept = torch.zeros(p * n, dtype=torch.bool, device=device)
-    for part, k in enumerate(budgets):
-        if k:
-            kept[part * n + top_tokens(final_scores[part], valid[part], k)] = True
+    kept = top_per_row(final_scores, valid, torch.tensor(budgets, device=device)).flatten()
     return kept[candidates].nonzero().squeeze(1)
 
 

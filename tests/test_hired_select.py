@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from hired.hired import region_scores, select_hired, split_budget, top_tokens
-from hired.layout import image_layout
+from hired.hired import region_scores, select_hired, split_budget
+from hired.layout import image_layout, top_per_row
 
 
 def one_hot_map(*cells: tuple[int, int], side: int = 24) -> torch.Tensor:
@@ -98,6 +98,11 @@ def test_split_always_exact_and_within_caps(n_budget):
     counts = split_budget(n_budget, scores, caps, 0.5, 576)
     assert sum(counts) == n_budget
     assert counts[0] <= 576 and all(0 <= c <= cap for c, cap in zip(counts[1:], caps, strict=True))
+
+
+def top_tokens(scores, valid, k):
+    """The kept positions of one row, ascending."""
+    return top_per_row(scores[None], valid[None], torch.tensor([k]))[0].nonzero().flatten()
 
 
 def test_top_tokens_ties_and_validity():
