@@ -116,13 +116,16 @@ def prepare_batch(
     input_ids, attention_mask = expand_prompts(prompt_ids, kept, config.image_token_id, pad_id(model))
     input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
     embeds = inner.get_input_embeddings()(input_ids)
+    visual = input_ids == config.image_token_id
     # row-major order over the batch: sample i's placeholders take exactly sample i's features
-    embeds[input_ids == config.image_token_id] = torch.cat(features).to(embeds.dtype)
+    embeds[visual] = torch.cat(features).to(embeds.dtype)
     mark("project")
     prompt_tokens = attention_mask.sum(dim=1).tolist()
-    sources = source_sizes or [layout.image_size for layout in layouts]
-    full = [image_layout(tuple(size), config).n_full for size in sources]
-    visual = input_ids == config.image_token_id
+    if source_sizes is None and not any(base_only or []):  # the pictures encoded are the originals
+        full = [layout.n_full for layout in layouts]
+    else:  # a resized or base-only picture: N_full is the original picture's
+        sources = source_sizes or [layout.image_size for layout in layouts]
+        full = [image_layout(tuple(size), config).n_full for size in sources]
     return PreparedBatch(embeds, attention_mask, layouts, kept, prompt_tokens, selections, full, visual)
 
 
