@@ -97,10 +97,11 @@ def largest_need(points, config, dtype: str, text_tokens: int) -> Need:
     """Weights + the largest phase over the points (adaptive counts bounded by the stock count)."""
     from dataclasses import replace
 
-    from profiler.memory_model import model_shape, point_peak
+    from profiler.memory import GIB
+    from profiler.memory_model import BYTES, model_shape, point_peak
 
     shape = model_shape(config)
-    weights = shape.parameters * {"float32": 4}.get(dtype, 2) / 2**30
+    weights = shape.parameters * BYTES[dtype] / GIB
     best = Need(weights, weights, points[0])
     for point in points:
         if point.image_sizes is None:

@@ -210,10 +210,14 @@ def apply_memory_cap(device: torch.device, cap_gib: float) -> float:
     return fraction
 
 
-def memory_cap_fraction(device: torch.device, cap_gib: float) -> float:
-    """The share of this card a cap of cap_gib is; ValueError where a cap makes no sense."""
+def check_cap_device(device: torch.device) -> None:
     if device.type != "cuda":
         raise ValueError("--memory-cap emulates a smaller GPU and needs a CUDA device")
+
+
+def memory_cap_fraction(device: torch.device, cap_gib: float) -> float:
+    """The share of this card a cap of cap_gib is; ValueError where a cap makes no sense."""
+    check_cap_device(device)
     total_gib = torch.cuda.get_device_properties(device).total_memory / GIB
     if not 0 < cap_gib <= total_gib:
         raise ValueError(

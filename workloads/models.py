@@ -18,7 +18,14 @@ from transformers.models.llava_next.image_processing_pil_llava_next import Llava
 
 from workloads.device import resolve_device, resolve_dtype, resolve_model_name
 from workloads.errors import InputError
-from workloads.presets import CLIP_336_CROP, CLIP_336_PROCESSOR, PRESETS, VICUNA_TEMPLATE, WEIGHTS, Preset
+from workloads.presets import (
+    CLIP_336_CROP,
+    CLIP_336_PROCESSOR,
+    PRESETS,
+    VICUNA_TEMPLATE,
+    Preset,
+    check_weights,
+)
 from workloads.text import ChatTokenizer, offline_tokenizer
 
 # LLaVA-Next (anyres partitions) or LLaVA-1.5 (one partition): the model class and image processor of each
@@ -82,8 +89,7 @@ def find_pretrained(name: str) -> Path | None:
 def locate(name: str, weights: str) -> tuple[Preset | None, Path | None]:
     """(preset or None, folder of pretrained weights or None) for a resolved model name; InputError
     when it cannot be built here. Reads no weights and builds nothing."""
-    if weights not in WEIGHTS:
-        raise InputError(f"unknown weights {weights!r} (use {', '.join(WEIGHTS)})")
+    check_weights(weights)
     preset = PRESETS.get(name)
     lookup = preset.hf_id if preset else name
     source = find_pretrained(lookup) if weights != "random" and lookup else None
@@ -110,8 +116,8 @@ def check_model(model: str, weights: str, dtype: str, device: str, worker_gpu: b
     resolve_dtype(dtype, dev)
     if worker_gpu is None:
         locate(resolve_model_name(model, dev), weights)
-    elif weights not in WEIGHTS:
-        raise InputError(f"unknown weights {weights!r} (use {', '.join(WEIGHTS)})")
+    else:
+        check_weights(weights)
 
 
 def load_model(model: str, weights: str, dtype: str, device: str, seed: int = 0) -> LoadedModel:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from workloads.errors import InputError
 from workloads.text import ChatFormat
 
 if TYPE_CHECKING:  # transformers is imported when a config is built, so the CLI starts fast
@@ -48,6 +49,13 @@ DEFAULT_PROMPT = "What is shown in this image?"  # the question asked about ever
 VICUNA_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"
 
 WEIGHTS = ("auto", "pretrained", "random")  # pretrained if found locally, else random
+
+
+def check_weights(weights: str, option: str = "weights") -> None:
+    """InputError unless `weights` is one of WEIGHTS (`option`: how the message names it)."""
+    if weights not in WEIGHTS:
+        raise InputError(f"unknown {option} {weights!r} (use {', '.join(WEIGHTS)})")
+
 
 IMAGE_TOKEN_ID = 32000  # "<image>" in llava-hf's Llama-2 and Mistral tokenizers
 PAD_TOKEN_ID = 0  # llava-hf's v1.6 Vicuna config and generation_config pad with <unk>

@@ -180,8 +180,6 @@ def load_sweep(path: Path) -> Sweep:
     source = path.name
     try:
         data = tomllib.loads(path.read_text())
-    except IsADirectoryError:
-        raise InputError(f"sweep file not found: {path} is a folder") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{source}: not valid TOML: {exc}") from None
     _unknown(source, "", data, TOP_KEYS)

@@ -11,10 +11,11 @@ from typing import Annotated
 
 import typer
 
+from workloads import presets
 from workloads.errors import InputError
 from workloads.images import folder_images, parse_size
 from workloads.plan import Inputs, MethodEntry
-from workloads.presets import PRESETS, WEIGHTS
+from workloads.presets import PRESETS
 
 Model = Annotated[
     str,
@@ -194,8 +195,7 @@ def check_counts(batch: int, new_tokens: int, warmup: int, repeats: int) -> None
 
 
 def check_weights(weights: str) -> None:
-    if weights not in WEIGHTS:
-        raise InputError(f"unknown --weights {weights!r} (use {', '.join(WEIGHTS)})")
+    presets.check_weights(weights, "--weights")
 
 
 def make_inputs(
@@ -251,7 +251,7 @@ def check_plan(points: list, where: str = "", worker_gpu: bool | None = None) ->
     """Every model the points need can be built here (device, dtype, name, weights) and every point's
     parameters fit its model's shape (layer ranges): refused before any model is built. With
     worker_gpu (Ray workers with or without a GPU) what does not depend on the workers' nodes."""
-    from profiler.memory import memory_cap_fraction, parse_gib
+    from profiler.memory import check_cap_device, memory_cap_fraction, parse_gib
     from workloads.device import resolve_device
     from workloads.models import check_model
     from workloads.plan import check_params
@@ -264,8 +264,9 @@ def check_plan(points: list, where: str = "", worker_gpu: bool | None = None) ->
                 continue
             if worker_gpu is None:
                 memory_cap_fraction(resolve_device(device), parse_gib(cap))
-            elif parse_gib(cap) and resolve_device(device, worker_gpu).type != "cuda":
-                raise ValueError("memory_cap emulates a smaller GPU and needs a CUDA device")
+            else:  # the workers' cards are not this machine's: the cap is checked against them there
+                parse_gib(cap)
+                check_cap_device(resolve_device(device, worker_gpu))
     except (InputError, ValueError) as exc:
         raise InputError(f"{where}{exc}") from None
     try:
