@@ -81,6 +81,12 @@ def baseline_of(record: dict, rows: list[dict]) -> dict | None:
     return (own or same or [None])[0]
 
 
+def method_label(record: dict, params: str = "") -> str:
+    """A point's method as tables show it: the baseline marked, the parameters telling it apart."""
+    c = record["config"]
+    return c["method"] + (" (baseline)" if c["method"] == "none" else "") + (f" {params}" if params else "")
+
+
 def results_table(records: list[dict], title: str) -> Table:
     """One row per record; ratios against its baseline (`baseline_of`: same run, batch, engine).
 
@@ -108,11 +114,7 @@ def results_table(records: list[dict], title: str) -> Table:
         table.add_column(name, justify=justify)
     for r, params in zip(records, varying_params(records), strict=True):
         cfg = r["config"]
-        label = (
-            cfg["method"]
-            + (" (baseline)" if cfg["method"] == "none" else "")
-            + (f" {params}" if params else "")
-        )
+        label = method_label(r, params)
         if cfg.get("fidelity") == "reference":
             label += " (reference)"
         if len(engines) > 1:

@@ -7,7 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from profiler.console import MEANINGLESS, agreement_text, baseline_of, varying_params
+from profiler.console import MEANINGLESS, agreement_text, baseline_of, method_label
 from reports import figures
 from reports.data import (
     METHOD_ORDER,
@@ -56,11 +56,6 @@ def ratios(record: dict, base: dict | None) -> tuple[float | None, float | None,
     )
 
 
-def method_label(record: dict, params: str = "") -> str:
-    c = record["config"]
-    return c["method"] + (" (baseline)" if c["method"] == "none" else "") + (f" {params}" if params else "")
-
-
 def summary_table(rows: list[dict]) -> Table:
     """Each method against the baseline of its own run at the same batch size; agreement with the
     baseline's outputs (greyed with random weights)."""
@@ -82,7 +77,7 @@ def summary_table(rows: list[dict]) -> Table:
         [],
         muted=(AGREEMENT_COLUMN,) if random_weights(rows) else (),
     )
-    labels = dict(zip(map(id, rows), varying_params(rows), strict=True))
+    labels = figures.param_labels(rows)
     for batch in sorted({r["config"]["batch_size"] for r in rows}):
         mine = sorted((r for r in rows if r["config"]["batch_size"] == batch), key=method_key)
         for r in mine:
@@ -119,7 +114,7 @@ def random_weights(rows: list[dict]) -> bool:
 
 def headline_table(rows: list[dict]) -> Table | None:
     """Per budget, the method with the best median TTFT speed-up over the batch sizes measured."""
-    labels = dict(zip(map(id, rows), varying_params(rows), strict=True))
+    labels = figures.param_labels(rows)
     by_budget: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
         budget = r["config"]["budget"]
@@ -415,6 +410,12 @@ def paper_section(results: Results) -> Section | None:
     )
 
 
+def accuracy_group(record: dict) -> tuple:
+    """What accuracy rows are compared within: model, weights, fidelity, questions asked, machine."""
+    c = record["config"]
+    return (c["model"], c["weights"], c.get("fidelity"), c.get("limit"), machine(record))
+
+
 def accuracy_section(results: Results, folder: Path) -> Section | None:
     """lmms-eval task metrics beside the efficiency numbers: accuracy against the budget per method."""
     if not results.accuracy:
@@ -423,8 +424,8 @@ def accuracy_section(results: Results, folder: Path) -> Section | None:
     for r in results.accuracy:
         if r["status"] == "ok":
             c, m = r["config"], r["metrics"]
-            key = (c["model"], c["weights"], c.get("fidelity"), c.get("limit"), machine(r), m["task"])
-            latest[(*key, m["metric"], c["method"], str(c["budget"]), str(c.get("method_params")))] = r
+            key = (*accuracy_group(r), m["task"], m["metric"], c["method"], str(c["budget"]))
+            latest[(*key, str(c.get("method_params")))] = r
     ok = list(latest.values())
     section = Section(
         "Task accuracy (lmms-eval)",
@@ -432,8 +433,7 @@ def accuracy_section(results: Results, folder: Path) -> Section | None:
     )
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in ok:
-        c = r["config"]
-        groups[(c["model"], c["weights"], c.get("fidelity"), c.get("limit"), machine(r))].append(r)
+        groups[accuracy_group(r)].append(r)
     for i, ((model, weights, fidelity, limit, where), rows) in enumerate(sorted(groups.items(), key=str), 1):
         meaningless = weights == "random"
         label = (

@@ -133,7 +133,7 @@ def _methods(points: list[dict]) -> list[str]:
 LINESTYLES = ("-", ":", "-.", (0, (5, 1)))
 
 
-def _param_labels(points: list[dict]) -> dict[int, str]:
+def param_labels(points: list[dict]) -> dict[int, str]:
     """id(record) -> the parameters telling it apart from other points of its method, over a figure."""
     return dict(zip(map(id, points), varying_params(points), strict=True))
 
@@ -180,7 +180,7 @@ def _legend(fig: MplFigure, axes: list) -> None:
 def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
     """metric against the share of visual tokens kept; one line per method, one panel per batch size."""
     batches = sorted({r["config"]["batch_size"] for r in points})
-    labels = _param_labels(points)
+    labels = param_labels(points)
     fig, axes = _figure(len(batches))
     for ax, batch in zip(axes, batches, strict=True):
         rows = [r for r in points if r["config"]["batch_size"] == batch]
@@ -237,7 +237,7 @@ def by_batch(points: list[dict], metric: str, budget, title: str) -> MplFigure:
     fig, (ax,) = _figure(1)
     rows = [r for r in points if r["config"]["method"] == "none" or r["config"].get("budget") == budget]
     seen: dict[str, int] = {}
-    for method, label, mine in _series_of(rows, _param_labels(rows)):
+    for method, label, mine in _series_of(rows, param_labels(rows)):
         mine = sorted(mine, key=lambda r: r["config"]["batch_size"])
         style = _style(method, seen.get(method, 0)) if method != "none" else {"linestyle": "--"}
         seen[method] = seen.get(method, 0) + 1
@@ -405,7 +405,7 @@ def speed_vs_agreement(
     front dashed; two panels (TTFT, e2e tokens/s). speedups: id(record) -> (TTFT, e2e) ratios.
     With random weights every point is greyed under the label that says the x axis means nothing."""
     fig, axes = _figure(2, height=3.8)
-    labels = _param_labels(rows)
+    labels = param_labels(rows)
     for ax, (which, ylabel) in zip(axes, AGREEMENT_AXES.items(), strict=True):
         drawn = []
         for r in rows:
