@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := $(VENV)/.extras
 
-.PHONY: install bench smoke report test lint docs clean
+.PHONY: install bench smoke report test lint docs clean gpu-study
 
 install: $(STAMP)
 
@@ -45,6 +45,13 @@ test: $(EXTRAS)
 
 docs: install  # the methods tables of docs/methods.md, from the methods' specs
 	$(BIN)/hired-bench methods --update docs/methods.md
+
+# the GPU study (docs/gpu-study.md): where $(PYTHON)'s own torch sees a GPU (a GPU image), with that
+# Python's packages and no install; elsewhere a rehearsal on the CPU in the venv (reports/studies/rehearsal-cpu/)
+gpu-study:
+	@if $(PYTHON) -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; then \
+		PYTHONPATH=$(CURDIR) $(PYTHON) -m reports.study; \
+	else $(MAKE) install && PYTHONPATH=$(CURDIR) $(BIN)/python -m reports.study; fi
 
 lint: install
 	$(BIN)/ruff check .

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -61,6 +62,57 @@ def hook_cost_us(device: torch.device, calls: int = 20_000) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
+@dataclass
+class Overhead:
+    """Decode tokens/s bare and profiled, over paired rounds."""
+
+    bare_tokens_per_s: float
+    profiled_tokens_per_s: float
+    ratio: float  # profiled / bare, median of the per-round ratios
+    ratio_spread: tuple[float, float]  # the middle half of the per-round ratios
+    hook_us: float  # the per-step hook alone, microseconds per call
+    rounds: int
+
+
+def request_inputs(lm, batch: int):
+    """The full-token inputs of `batch` 600x600 pictures with the default question."""
+    images = synthetic_images([(600, 600)], batch)
+    pixels = lm.image_processor(images, return_tensors="pt")
+    sizes = picture_sizes(pixels, images)
+    ids = [lm.prompt_ids(DEFAULT_PROMPT)] * batch
+    return prepare_batch(lm.model, pixels["pixel_values"].to(lm.device), sizes, ids, METHODS["none"], 1.0, {})
+
+
+def measure_overhead(lm, batch: int, new_tokens: int, rounds: int, sampler=None, warmup: int = 2) -> Overhead:
+    """Decode tokens/s with the profiler (timeline, step hook, NVML sampler if given) against a bare
+    generate() on the same inputs, `rounds` paired rounds after `warmup` untimed pairs."""
+    inputs = request_inputs(lm, batch)
+    steps = batch * (new_tokens - 1)
+
+    def decode_rate(profiled: bool) -> float:
+        long = generate_seconds(lm, inputs, new_tokens, profiled, sampler)
+        short = generate_seconds(lm, inputs, 1, profiled, sampler)
+        return steps / (long - short)
+
+    for _ in range(warmup):
+        decode_rate(False), decode_rate(True)
+    rates = []
+    for i in range(rounds):  # which path runs first alternates: no order effect (caches, clocks) in the ratio
+        first = decode_rate(i % 2 == 1)
+        second = decode_rate(i % 2 == 0)
+        rates.append((second, first) if i % 2 else (first, second))
+    ratios = sorted(p / b for b, p in rates)
+    quarter = len(ratios) // 4
+    return Overhead(
+        statistics.median(b for b, _ in rates),
+        statistics.median(p for _, p in rates),
+        statistics.median(ratios),
+        (ratios[quarter], ratios[-quarter - 1]),
+        hook_cost_us(lm.device),
+        rounds,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -72,11 +124,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     lm = load_model(args.model, "auto", "auto", args.device)
-    images = synthetic_images([(600, 600)], args.batch)
-    pixels = lm.image_processor(images, return_tensors="pt")
-    sizes = picture_sizes(pixels, images)
-    ids = [lm.prompt_ids(DEFAULT_PROMPT)] * args.batch
-    batch = prepare_batch(lm.model, pixels["pixel_values"], sizes, ids, METHODS["none"], 1.0, {})
     sampler = None
     if lm.device.type == "cuda":
         from profiler.memory import Nvml, NvmlUnavailable, SamplerProcess
@@ -86,35 +133,24 @@ def main() -> None:
             sampler = SamplerProcess(nvml.uuid) if nvml else None
         except NvmlUnavailable:
             sampler = None
-    steps = args.batch * (args.new_tokens - 1)
-
-    def decode_rate(profiled: bool) -> float:
-        long = generate_seconds(lm, batch, args.new_tokens, profiled, sampler)
-        short = generate_seconds(lm, batch, 1, profiled, sampler)
-        return steps / (long - short)
-
-    for profiled in (False, True, False, True):  # warm-up
-        decode_rate(profiled)
-    rates = [(decode_rate(False), decode_rate(True)) for _ in range(args.rounds)]
+    found = measure_overhead(lm, args.batch, args.new_tokens, args.rounds, sampler)
     if sampler:
         sampler.close()
-    hook_us = hook_cost_us(lm.device)
-    ratios = sorted(p / b for b, p in rates)
-    bare = statistics.median(b for b, _ in rates)
-    profiled = statistics.median(p for _, p in rates)
-    median = statistics.median(ratios)
-    quarter = len(ratios) // 4
     print(
         f"{lm.name} ({lm.weights} weights) on {lm.device}, batch {args.batch}, {args.new_tokens} new tokens, "
         f"{args.rounds} paired rounds, NVML sampler {'on' if sampler else 'off (no GPU)'}"
     )
-    print(f"decode tokens/s: bare {bare:.1f}, profiled {profiled:.1f}")
+    print(f"decode tokens/s: bare {found.bare_tokens_per_s:.1f}, profiled {found.profiled_tokens_per_s:.1f}")
+    low, high = found.ratio_spread
     print(
-        f"profiled / bare, median of rounds: {median:.4f} ({(median - 1) * 100:+.2f}%; target within 1%), "
-        f"middle half of rounds {ratios[quarter]:.3f}-{ratios[-quarter - 1]:.3f}"
+        f"profiled / bare, median of rounds: {found.ratio:.4f} ({(found.ratio - 1) * 100:+.2f}%; "
+        f"target within 1%), middle half of rounds {low:.3f}-{high:.3f}"
     )
-    step_us = 1e6 * args.batch / profiled
-    print(f"the per-step hook itself: {hook_us:.2f} us per call = {hook_us / step_us:.4%} of a decode step")
+    step_us = 1e6 * args.batch / found.profiled_tokens_per_s
+    print(
+        f"the per-step hook itself: {found.hook_us:.2f} us per call = "
+        f"{found.hook_us / step_us:.4%} of a decode step"
+    )
 
 
 if __name__ == "__main__":

@@ -111,7 +111,12 @@ class SamplerProcess:
     """
 
     def __init__(
-        self, uuid: str, interval_s: float = 0.002, nvml_module: str = "pynvml", timeout_s: float = 20.0
+        self,
+        uuid: str,
+        interval_s: float = 0.002,
+        nvml_module: str = "pynvml",
+        timeout_s: float = 20.0,
+        power_always: bool = False,
     ):
         from profiler.nvml_sampler import LineReader
 
@@ -127,7 +132,7 @@ class SamplerProcess:
             str(interval_s),
             "--nvml",
             nvml_module,
-        ]
+        ] + (["--power-always"] if power_always else [])
         self.proc = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )

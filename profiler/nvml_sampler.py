@@ -6,6 +6,7 @@ where a GPU has none, the power draw, integrated by the trapezoid rule) and whic
 use the card.
 
     python -m profiler.nvml_sampler --uuid GPU-... --pid 1234 [--interval 0.002] [--nvml pynvml]
+        [--power-always]
 
 Protocol, one line each way: the process says {"ready": ...} once; then `start` begins sampling,
 `stop` ends it and is answered with one JSON object of peaks; `quit` or end of input ends the
@@ -85,8 +86,11 @@ def trapezoid_mj(samples: list[tuple[float, int]]) -> float | None:
     return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in pairwise(samples))
 
 
-def sample(nvml, handle, pid: int, interval: float, commands: LineReader) -> tuple[dict, str | None]:
-    """Poll until a command (or end of input) arrives; return the peaks and that command."""
+def sample(
+    nvml, handle, pid: int, interval: float, commands: LineReader, power_always: bool = False
+) -> tuple[dict, str | None]:
+    """Poll until a command (or end of input) arrives; return the peaks and that command.
+    power_always: integrate the power draw even where the energy counter exists (to compare the two)."""
     device_peak, process_peak, pid_seen, samples, foreign, power = 0, None, False, 0, {}, []
     start_energy, start = energy_mj(nvml, handle), time.perf_counter()
     while True:
@@ -97,7 +101,7 @@ def sample(nvml, handle, pid: int, interval: float, commands: LineReader) -> tup
             process_peak = used if process_peak is None else max(process_peak, used)
         for other, used_bytes in others.items():
             foreign[other] = max(foreign.get(other, 0), used_bytes)
-        if start_energy is None and (draw := power_mw(nvml, handle)) is not None:
+        if (start_energy is None or power_always) and (draw := power_mw(nvml, handle)) is not None:
             power.append((time.perf_counter() - start, draw))  # no energy counter: integrate power
         samples += 1
         command = commands.readline(interval)
@@ -130,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid", type=int, required=True, help="the measured process")
     parser.add_argument("--interval", type=float, default=0.002, help="seconds between samples")
     parser.add_argument("--nvml", default="pynvml", help="module with the pynvml API (tests pass a fake)")
+    parser.add_argument(
+        "--power-always", action="store_true", help="integrate power even where the energy counter exists"
+    )
     args = parser.parse_args(argv)
     try:
         nvml = importlib.import_module(args.nvml)
@@ -145,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if command is None or command == "quit":
             return 0
         if command == "start":
-            result, ended_by = sample(nvml, handle, args.pid, args.interval, commands)
+            result, ended_by = sample(nvml, handle, args.pid, args.interval, commands, args.power_always)
             reply(result)
             if commands.eof or ended_by == "quit":
                 return 0

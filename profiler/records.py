@@ -26,7 +26,7 @@ from workloads.errors import InputError
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error")
-KINDS = ("point", "oom_boundary", "prediction", "accuracy")
+KINDS = ("point", "oom_boundary", "prediction", "accuracy", "instrument_check")
 FIRST_LINE_LIMIT = 1 << 20  # a results file's first line is a record: far below 1 MiB
 
 # records appended by this process, per file: what "interrupted: N points recorded in FILE" says

@@ -50,7 +50,8 @@ class Timeline:
     def step(self) -> None:
         """A generation step's logits are computed; the first step is the first token on the host."""
         if not self._steps:
-            if self.cuda:
+            if self.cuda:  # the same instant on the GPU's clock: what the instrument check compares
+                self._events["first_token_gpu"] = self._event()
                 torch.cuda.synchronize(self.device)
             self.mark_host("first_token")
             self._steps.append(self._host["first_token"])

@@ -410,6 +410,39 @@ def paper_section(results: Results) -> Section | None:
     )
 
 
+def checks_section(results: Results) -> Section | None:
+    """The instrument checks (python -m profiler.checks): each instrument against an independent reference."""
+    if not results.checks:
+        return None
+    rows = []
+    for r in results.checks:
+        unit, diff, tol = r.get("unit") or "", r.get("difference"), r.get("tolerance")
+        limit = "floor" if r["check"] == "sampler_rate" else (f"±{tol:.0%}" if isinstance(tol, float) else "")
+        rows.append(
+            [
+                r["check"],
+                r.get("what") or "",
+                "–" if r.get("measured") is None else f"{r['measured']:.4g} {unit}",
+                "–" if r.get("reference") is None else f"{r['reference']:.4g} {unit}",
+                "–" if diff is None else f"{diff:+.2%}",
+                limit,
+                r["verdict"],
+                r.get("note") or "",
+            ]
+        )
+    return Section(
+        "Instrument checks",
+        [
+            "Each instrument against an independent reference on the same work "
+            "(`python -m profiler.checks`).",
+            Table(
+                ["check", "compares", "measured", "reference", "difference", "tolerance", "verdict", "how"],
+                rows,
+            ),
+        ],
+    )
+
+
 def accuracy_group(record: dict) -> tuple:
     """What accuracy rows are compared within: model, weights, fidelity, questions asked, machine."""
     c = record["config"]
@@ -713,6 +746,7 @@ def build_report(results: Results, out: Path, title: str = "hired-bench report")
         for s in (
             accuracy_section(results, folder),
             boundary_section(results, folder),
+            checks_section(results),
             paper_section(results),
             compare_section(results, folder),
         )

@@ -25,7 +25,7 @@ def _load(results: list[Path], out: Path):
         raise fail(f"results not found: {exc}") from None
     if not loaded.files:
         raise fail(f"no .jsonl result files in {', '.join(map(str, results))}")
-    if not (loaded.points or loaded.boundaries or loaded.predictions or loaded.accuracy):
+    if not (loaded.points or loaded.boundaries or loaded.predictions or loaded.accuracy or loaded.checks):
         reasons = ", ".join(sorted({why for _, why in loaded.skipped}))
         skipped = f" ({loaded.skipped_lines} line(s) skipped: {reasons})" if loaded.skipped else ""
         raise fail(f"no usable result records in {', '.join(map(str, loaded.files))}{skipped}")

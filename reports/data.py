@@ -12,6 +12,7 @@ from profiler.metrics import SCALAR_METRICS, peak_memory_gib
 from profiler.records import KINDS, SCHEMA_VERSION, STATUSES, iter_lines
 
 METHOD_ORDER = list(METHODS)  # the registry's order: baseline, HiRED, the field's methods, baselines
+VERDICTS = ("pass", "fail", "n/a", "error")  # an instrument check's outcome (profiler.checks)
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Results:
     boundaries: list[dict] = field(default_factory=list)  # "kind": "oom_boundary"
     predictions: list[dict] = field(default_factory=list)  # "kind": "prediction"
     accuracy: list[dict] = field(default_factory=list)  # "kind": "accuracy" (lmms-eval task metrics)
+    checks: list[dict] = field(default_factory=list)  # "kind": "instrument_check" (python -m profiler.checks)
     files: list[Path] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # (file, reason) -> lines not used
     duplicates: int = 0  # identical records read more than once (a file named twice, a folder and a file)
@@ -64,6 +66,9 @@ def problem(record: dict) -> str | None:
     kind = record.get("kind", "point")
     if kind not in KINDS:
         return f"unknown kind {kind!r}"
+    if kind == "instrument_check":
+        ok = isinstance(record.get("check"), str) and record.get("verdict") in VERDICTS
+        return None if ok else "an instrument_check without its check or verdict"
     if kind == "prediction":
         ok = isinstance(record.get("method"), str) and _number(record.get("memory_gib"))
         return None if ok else "a prediction without method or memory_gib"
@@ -157,6 +162,7 @@ def load_results(paths: list[Path]) -> Results:
                     "oom_boundary": results.boundaries,
                     "prediction": results.predictions,
                     "accuracy": results.accuracy,
+                    "instrument_check": results.checks,
                 }
                 target.get(kind, results.points).append(_slim(record))
         except OSError as exc:
