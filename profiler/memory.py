@@ -211,8 +211,14 @@ def apply_memory_cap(device: torch.device, cap_gib: float) -> float:
     (about 0.5 GiB) is outside it, as it is outside a real card's free memory after start-up.
     """
     fraction = memory_cap_fraction(device, cap_gib)
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    set_memory_fraction(device, fraction)
     return fraction
+
+
+def set_memory_fraction(device: torch.device, fraction: float) -> None:
+    """torch.cuda.set_per_process_memory_fraction for `device`; torch wants an index, not a bare "cuda"."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
 
 
 def check_cap_device(device: torch.device) -> None:

@@ -18,6 +18,7 @@ checks marked "n/a (no GPU)" with the reason, into reports/studies/rehearsal-cpu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -103,6 +104,7 @@ class Study:
 PAPER_BATCHES = (1, 2, 4)
 PAPER_BUDGETS = (0.2, 0.4)
 PAPER_NEW_TOKENS = 15
+PAPER_WARMUP, PAPER_REPEATS = 2, 5  # the eager decode is host-bound at batch 1: its run-to-run spread is wide
 
 
 def in_table4(point) -> bool:
@@ -205,10 +207,10 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
         Step(
             "checks",
             "instrument checks: TTFT clock, NVML peak, sampler rate, energy, OOM recovery, overhead",
-            45 if gpu else 15,
-            75,
-            "build ~12 s; ~25 requests at batch 1 (~12 s), a 6 s energy window, 6 paired overhead rounds of "
-            "32 + 1 tokens at batch 4 (~12 s)",
+            65 if gpu else 15,
+            85,
+            "build ~12 s; ~25 requests at batch 1 (~12 s), a 6 s energy window, twice 6 paired overhead "
+            "rounds of 32 + 1 tokens at batch 4 (~12 s each; 55 s in all without the second on an H200)",
             (
                 python,
                 "-m",
@@ -226,17 +228,18 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
         Step(
             "paper-uncapped",
             "the HiRED Table 4 cells (full, HiRED 40%, 20% at batch 1, 2, 4), the whole card",
-            35 if gpu else 15,
-            55,
-            "9 points x 5 requests (2 warm-up, 3 measured) x ~0.55 s + build ~12 s",
+            60 if gpu else 20,
+            80,
+            f"9 points x {PAPER_WARMUP + PAPER_REPEATS} requests ({PAPER_WARMUP} warm-up, {PAPER_REPEATS} "
+            "measured) x ~0.6 s + build ~12 s (51 s with 3 measured on an H200)",
             sweep("paper-uncapped"),
             outputs=("results/paper-uncapped.jsonl",),
         ),
         Step(
             "paper-capped",
             f"the same cells with PyTorch capped at {CAP} (the paper's Tesla P40)",
-            35,
-            55,
+            60,
+            80,
             "as uncapped; the full model at batch 4 may run out of memory (recorded, not fatal)",
             sweep("paper-capped", "--force"),
             outputs=("results/paper-capped.jsonl",),
@@ -294,8 +297,8 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
         Step(
             "bench-select",
             "each method's selection step alone at 7B shapes, and against its loop oracle",
-            20 if gpu else 45,
-            30 if gpu else 75,
+            30 if gpu else 45,
+            45 if gpu else 75,
             "12 methods x 2 batches (1, 8) x 13 runs of 0.1-30 ms, DivPrune's greedy loop the longest",
             (
                 python,
@@ -309,8 +312,8 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
         Step(
             "bench-decode",
             "decode ms/token, eager against compiled (static cache, CUDA graphs) vs the HBM bound",
-            70 if gpu else 30,
-            100 if gpu else 90,
+            60 if gpu else 30,
+            90,
             "build ~12 s; eager 4 x 33 tokens x ~25 ms; compiled: torch.compile of the decode step ~60 s, "
             "then 4 x 33 tokens (the bound: 13.5 GB of LLM weights / 4.8 TB/s = 2.8 ms per token on an H200)",
             (
@@ -395,16 +398,16 @@ def run_step(step: Step, folder: Path, box_s: float) -> tuple[str, str]:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    for sig, wait_s in ((signal.SIGINT, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGINT to the step's process group (the suite keeps what it recorded), then SIGKILL to whatever of
+    the group is left (compile workers ignore SIGINT)."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def last_line(log: Path) -> str:
@@ -421,7 +424,9 @@ def prepare(study: Study) -> None:
     for sub in ("sweeps", "results", "bench", "logs"):
         (folder / sub).mkdir(parents=True)
     for name, cap in (("paper-uncapped", None), ("paper-capped", CAP)):
-        text = trimmed_paper(study.target, cap, folder / "results" / f"{name}.jsonl", 2, 3)
+        text = trimmed_paper(
+            study.target, cap, folder / "results" / f"{name}.jsonl", PAPER_WARMUP, PAPER_REPEATS
+        )
         (folder / "sweeps" / f"{name}.toml").write_text(text)
 
 

@@ -12,6 +12,7 @@ from hired.methods import METHODS
 from reports.build import PAPER_TABLE4, checks_section, fmt
 from reports.data import Results, load_results, median, peak_memory
 from reports.document import Section, Table, to_markdown
+from reports.study import PAPER_REPEATS, PAPER_WARMUP
 from workloads.plan import budget_label
 
 SECTIONS = (
@@ -158,8 +159,9 @@ def headline_section(results: Results, outcomes: dict) -> Section:
     return Section(
         title,
         [
-            "Medians of 3 measured requests after 2 warm-up; peak = torch max allocated (what the paper "
-            "reports); e2e tokens/s = new tokens / (preprocess + vision + prefill + decode).",
+            f"Medians of {PAPER_REPEATS} measured requests after {PAPER_WARMUP} warm-up; peak = torch max "
+            "allocated (what the paper reports); e2e tokens/s = new tokens / (preprocess + vision + prefill "
+            "+ decode).",
             Table(columns, rows),
         ],
     )

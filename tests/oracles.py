@@ -13,7 +13,7 @@ def merge_loop(x, keys, attention, kept, pool, neighbours=32):
     """
     merged = []
     for i in kept:  # one token at a time, as the released code does it
-        others = torch.tensor([j for j in range(len(x)) if pool[j] and j != i], dtype=torch.long)
+        others = torch.tensor([j for j in range(len(x)) if pool[j] and j != i], device=keys.device)
         similarity = keys[others] @ keys[i]
         nearest = others[similarity.topk(min(neighbours, len(others))).indices]
         merged.append(x[i] + (attention[nearest, None] * x[nearest]).sum(dim=0))

@@ -160,10 +160,20 @@ def test_parse_gib(text, gib):
 
 def test_memory_cap_fraction_and_refusals(monkeypatch):
     calls = []
+
+    def set_fraction(fraction, device):  # as torch 2.11-2.13 do: a device needs its index
+        if isinstance(device, torch.device) and device.index is None:
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+        calls.append((fraction, device))
+
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=80 * GIB))
-    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", set_fraction)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    # "cuda" without an index is what --device auto resolves to: the study's first GPU run failed there
+    assert apply_memory_cap(torch.device("cuda"), 24.0) == pytest.approx(0.3)
+    assert apply_memory_cap(torch.device("cuda", 0), 24.0) == pytest.approx(0.3)
+    assert calls == [(pytest.approx(0.3), 0), (pytest.approx(0.3), 0)]
     cuda = torch.device("cuda", 0)
-    assert apply_memory_cap(cuda, 24.0) == pytest.approx(0.3) and calls == [(pytest.approx(0.3), cuda)]
     with pytest.raises(ValueError, match=r"at most this card's 80\.00 GiB"):
         apply_memory_cap(cuda, 100.0)
     with pytest.raises(ValueError, match="needs a CUDA device"):
