@@ -423,6 +423,12 @@ def prepare(study: Study) -> None:
         shutil.rmtree(folder)
     for sub in ("sweeps", "results", "bench", "logs"):
         (folder / sub).mkdir(parents=True)
+    write_sweeps(study)
+
+
+def write_sweeps(study: Study) -> None:
+    """The trimmed paper grid, uncapped and capped, as the sweep files the paper steps run."""
+    folder = study.folder
     for name, cap in (("paper-uncapped", None), ("paper-capped", CAP)):
         text = trimmed_paper(
             study.target, cap, folder / "results" / f"{name}.jsonl", PAPER_WARMUP, PAPER_REPEATS
@@ -467,6 +473,7 @@ def run_study(study: Study, only: set[str] | None = None) -> None:
 
     if only:
         study.outcomes = [o for o in earlier_outcomes(study.folder) if o.name not in only | {"report"}]
+        write_sweeps(study)  # as this version plans them
     else:
         prepare(study)
     start = time.monotonic()
@@ -532,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", action="store_true", help="print the plan and run nothing")
     parser.add_argument("--out", type=Path, default=None, help="study folder (default reports/studies/<gpu>)")
     parser.add_argument(
+        "--deadline", type=float, default=None, help="seconds for the whole study (default: 480 on a GPU)"
+    )
+    parser.add_argument(
         "--only",
         default=None,
         help="comma-separated steps to run again into the study already in the folder (the report follows)",
@@ -546,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     target = Target.here()
     study = plan_study(target, (args.out or STUDIES / target.slug).resolve())
+    if args.deadline is not None:
+        study.deadline_s = args.deadline
     only = None
     if args.only:
         only = {name.strip() for name in args.only.split(",")}
