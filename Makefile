@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := $(VENV)/.extras
 
-.PHONY: install bench smoke report test lint docs clean gpu-study
+.PHONY: install bench smoke report test lint docs clean gpu-study test-gpu-image
 
 install: $(STAMP)
 
@@ -53,9 +53,22 @@ gpu-study:
 		PYTHONPATH=$(CURDIR) $(PYTHON) -m reports.study; \
 	else $(MAKE) install && PYTHONPATH=$(CURDIR) $(BIN)/python -m reports.study; fi
 
+# the versions the lent GPU machines run (transformers 5.17; the study runs there without an install): the
+# tests that reach into transformers, and the study's own, in a venv of their own
+GPU_IMAGE_VENV ?= .venv-gpu-image
+GPU_IMAGE_TRANSFORMERS ?= 5.17.0
+VERSION_SENSITIVE_TESTS ?= tests/test_llm_stage.py tests/test_engines.py tests/test_pipeline.py \
+	tests/test_models.py tests/test_presets.py tests/test_methods.py tests/test_field_methods.py tests/test_study.py
+test-gpu-image:
+	test -x $(GPU_IMAGE_VENV)/bin/python || $(PYTHON) -m venv $(GPU_IMAGE_VENV)
+	$(GPU_IMAGE_VENV)/bin/python -m pip install -q --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(GPU_IMAGE_VENV)/bin/python -m pip install -q "$(CPU_TORCH)"; fi
+	$(GPU_IMAGE_VENV)/bin/python -m pip install -q -e '.[dev]' 'transformers==$(GPU_IMAGE_TRANSFORMERS)'
+	$(GPU_IMAGE_VENV)/bin/python -m pytest -q $(VERSION_SENSITIVE_TESTS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(GPU_IMAGE_VENV) *.egg-info .pytest_cache .ruff_cache

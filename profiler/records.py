@@ -15,6 +15,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import sys
 import uuid
 from collections.abc import Iterator
@@ -42,10 +43,18 @@ class WriteFailed(Exception):
 
 
 def suite_version() -> str:
+    """The installed version, or, run from a checkout without an install (the GPU study), the version
+    in the checkout's pyproject.toml marked as such."""
     try:
         return version("hired-bench")
     except PackageNotFoundError:
+        pass
+    try:
+        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    except OSError:
         return "unknown"
+    found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    return f"{found[1]}+checkout" if found else "unknown"
 
 
 def new_run_id() -> str:

@@ -49,7 +49,7 @@ def planned_config(point: Point, sweep: str | None) -> dict:
         "new_tokens": point.new_tokens,
         "warmup": point.warmup,
         "repeats": point.repeats,
-        "memory_cap_gib": None,
+        "memory_cap_gib": _cap_gib(point),  # what was asked: a cap that failed to apply is the error
         "seed": point.seed,
         "engine": point.engine,
         "min_duration_s": point.min_duration,

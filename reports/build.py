@@ -543,13 +543,15 @@ def point_id(record: dict) -> tuple:
 
 
 def compare_section(results: Results, folder: Path, title: str = "Hardware comparison") -> Section | None:
-    """The same workloads on several machines: ratio tables and grouped bars, keyed by GPU (and cap)."""
-    machines = sorted({machine(r) for r in results.points})
+    """The same workloads on several machines: ratio tables and grouped bars, keyed by GPU (and cap).
+    A machine with no point measured (every one failed) has nothing to compare."""
+    machines = sorted({machine(r) for r in results.points if r["status"] == "ok"})
     if len(machines) < 2:
         return None
     shared: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in results.points:
-        shared[workload(r)[:-1]][machine(r)].append(r)
+        if machine(r) in machines:
+            shared[workload(r)[:-1]][machine(r)].append(r)
     section = Section(title, [f"Machines: {', '.join(machines)}. Ratios are against {machines[0]}."])
     for i, (key, groups) in enumerate(sorted(shared.items(), key=lambda kv: str(kv[0])), 1):
         if len(groups) < 2:
@@ -633,7 +635,7 @@ def setup_section(results: Results) -> Section:
         f"Files read: {', '.join(str(f) for f in results.files)}.",
         f"Points: {len(results.points)} ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}); "
         f"OOM-boundary searches: {len(results.boundaries)}; predictions: {len(results.predictions)}; "
-        f"accuracy records: {len(results.accuracy)}.",
+        f"accuracy records: {len(results.accuracy)}; instrument checks: {len(results.checks)}.",
         "Weights: "
         + ", ".join(f"{w} ({n} points)" for w, n in weights.items())
         + (". Random weights: timing and memory are real, outputs are not." if "random" in weights else "."),

@@ -173,7 +173,10 @@ def load_results(paths: list[Path]) -> Results:
 def machine(record: dict) -> str:
     """The hardware a record was measured on: GPU name (or CPU), and the memory cap if any."""
     hw = record.get("hardware") or {}
-    name = hw.get("gpu_name") or f"CPU ({hw.get('cpu') or 'unknown'})"
+    if hw.get("gpu_name"):
+        name = hw["gpu_name"]
+    else:  # no fingerprint at all: a point that failed before a model was built, on a machine unknown
+        name = f"CPU ({hw['cpu']})" if hw.get("cpu") else "unknown machine"
     cap = (record.get("config") or {}).get("memory_cap_gib")
     return f"{name}, cap {cap:g} GiB" if cap else name
 

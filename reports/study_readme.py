@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hired.methods import METHODS
 from reports.build import PAPER_TABLE4, checks_section, fmt
-from reports.data import Results, load_results, median, peak_memory
+from reports.data import Results, load_results, median, method_key, peak_memory
 from reports.document import Section, Table, to_markdown
 from reports.study import PAPER_REPEATS, PAPER_WARMUP
 from workloads.plan import budget_label
@@ -218,7 +218,7 @@ def methods_section(results: Results, outcomes: dict) -> Section:
     if not runs:
         return not_run(title, "run-b1", outcomes)
     rows = []
-    for r in sorted(runs, key=lambda r: (r["config"]["batch_size"], order(r["config"]["method"]))):
+    for r in sorted(runs, key=lambda r: (r["config"]["batch_size"], method_key(r))):
         c, m = r["config"], r.get("metrics") or {}
         if r["status"] != "ok":
             rows.append(
@@ -253,12 +253,6 @@ def methods_section(results: Results, outcomes: dict) -> Section:
             ),
         ],
     )
-
-
-def order(method: str) -> int:
-    from reports.data import METHOD_ORDER
-
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def boundary_section(results: Results, outcomes: dict) -> Section:

@@ -271,7 +271,8 @@ def test_ctrl_c_during_a_slow_load_says_what_was_kept(tmp_path):
     code = proc.wait(timeout=10)
     took = time.perf_counter() - start
     said = proc.stderr.read().decode().strip().splitlines()
-    assert code == 130 and said[-1] == "interrupted: no point recorded" and took < 2, (code, said, took)
+    # prompt, not after the 60 s load (a bound loose enough for a loaded CI machine)
+    assert code == 130 and said[-1] == "interrupted: no point recorded" and took < 10, (code, said, took)
 
 
 def test_ctrl_c_after_some_points_counts_them(tmp_path):

@@ -163,7 +163,9 @@ def test_memory_cap_fraction_and_refusals(monkeypatch):
 
     def set_fraction(fraction, device):  # as torch 2.11-2.13 do: a device needs its index
         if isinstance(device, torch.device) and device.index is None:
-            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+            raise ValueError(
+                f"Expected a torch.device with a specified index or an integer, but got:{device}"
+            )
         calls.append((fraction, device))
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=80 * GIB))

@@ -190,3 +190,20 @@ def test_torch_peaks_in_gib(monkeypatch):
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 7 * GIB // 2)
     assert torch_peak_gib(torch.device("cuda", 0)) == (3.0, 3.5)
     assert torch_peak_gib(torch.device("cpu")) == (None, None)
+
+
+def test_suite_version_from_a_checkout(monkeypatch):
+    """Run from a checkout without an install (the GPU study), records still say which version."""
+    import re
+    from importlib.metadata import PackageNotFoundError
+    from pathlib import Path
+
+    import profiler.records as records
+
+    def missing(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(records, "version", missing)
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "(.+)"', text, re.MULTILINE)[1]
+    assert records.suite_version() == f"{declared}+checkout"

@@ -305,3 +305,23 @@ def test_paths_are_printed_as_written_not_as_rich_markup(tmp_path):
     (tmp_path / "[ro]").write_text("a file, not a folder")
     refused = RUNNER.invoke(app, ["compare", str(A), str(B), "--out", str(tmp_path / "[ro]" / "x")])
     assert refused.exit_code == 2 and "[ro]" in refused.stderr
+
+
+def test_failed_points_without_a_fingerprint_are_no_machine_to_compare(tmp_path):
+    """What the first GPU study wrote when a capped model group failed to open: points with no hardware.
+    They are an unknown machine (not a CPU), keep the cap they asked for, and are not compared."""
+    from profiler.sweep import planned_config
+    from reports.build import compare_section
+    from reports.data import machine
+    from workloads.plan import Point
+
+    measured = raw(A)
+    config = planned_config(Point("hired", 0.2, model="llava-next-7b", memory_cap="24GiB"), "paper-capped")
+    failed = {**measured[0], "status": "error", "error": "InputError: x", "hardware": {}, "config": config}
+    assert config["memory_cap_gib"] == 24.0
+    assert machine(failed) == "unknown machine, cap 24 GiB"
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*measured, failed]))
+    results = load_results([path])
+    assert len({machine(r) for r in results.points}) == 2
+    assert compare_section(results, tmp_path / "figures") is None

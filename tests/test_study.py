@@ -333,29 +333,21 @@ def test_run_step_stops_at_its_box(tmp_path):
     assert (tmp_path / "logs" / "sleepy.log").exists()
 
 
-def test_run_step_stops_the_whole_process_group(tmp_path):
-    # a leader with a child of its own (a sampler, a compiler): both end at the box
+@pytest.mark.parametrize(
+    "child",
+    ["exec sleep 60", "trap '' INT; exec sleep 60"],
+    ids=["child", "child-ignoring-sigint"],
+)
+def test_run_step_stops_the_whole_process_group(tmp_path, child):
+    # a leader with a child of its own (a sampler, a compiler, one that ignores SIGINT): all end at the box
     ready = tmp_path / "ready"
-    step_, pids = boxed_leader(tmp_path, f"touch {ready}; exec sleep 60")
-    leader = grandchild = None
+    step_, pids = boxed_leader(tmp_path, child.replace("exec", f"touch {ready}; exec"))
+    grandchild = None
     try:
         status, _ = run_step(step_, tmp_path, step_.box_s)
         leader, grandchild = map(int, pids.read_text().split())
         assert status == "timed out"
         assert gone_within(leader, 5) and gone_within(grandchild, 5)
-    finally:
-        kill_if_alive(grandchild)
-
-
-def test_run_step_kills_a_group_member_that_ignores_sigint(tmp_path):
-    ready = tmp_path / "ready"
-    step_, pids = boxed_leader(tmp_path, f"trap '' INT; touch {ready}; exec sleep 60")
-    leader = grandchild = None
-    try:
-        status, _ = run_step(step_, tmp_path, step_.box_s)
-        leader, grandchild = map(int, pids.read_text().split())
-        assert status == "timed out" and gone_within(leader, 5)
-        assert gone_within(grandchild, 3)
     finally:
         kill_if_alive(grandchild)
 
