@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -352,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{check.check:20s} {check.verdict:6s} {describe(check, unit, tolerance)}", flush=True)
 
     run_checks(args, emit)
-    return 1 if any(c.verdict in ("fail", "error") for c in results) else 0
+    counts = Counter(c.verdict for c in results)
+    print(f"checks: {', '.join(f'{n} {verdict}' for verdict, n in counts.items())} -> {args.out}", flush=True)
+    return 1 if counts["fail"] or counts["error"] else 0
 
 
 def describe(check: Check, unit: str, tolerance: float) -> str:

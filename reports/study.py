@@ -394,7 +394,35 @@ def run_step(step: Step, folder: Path, box_s: float) -> tuple[str, str]:
         except subprocess.TimeoutExpired:
             stop(proc)
             return "timed out", f"stopped at its {box_s:.0f} s box; what it recorded is kept"
-    return ("ok", "") if code == 0 else (f"exit {code}", last_line(log))
+    return ("ok", "") if code == 0 else (f"exit {code}", recorded(step, folder) or last_line(log))
+
+
+def recorded(step: Step, folder: Path) -> str:
+    """What a step's results files hold, said in one line: points by status (the first error's
+    message) and checks by verdict; empty where it writes no results file."""
+    from collections import Counter
+
+    from profiler.records import iter_lines
+
+    statuses, verdicts, first_error = Counter(), Counter(), None
+    for name in step.outputs:
+        path = folder / name
+        if path.suffix != ".jsonl" or not path.is_file():
+            continue
+        for record, _, _ in iter_lines(path):
+            if record is None:
+                continue
+            if record.get("kind") == "instrument_check":
+                verdicts[record.get("verdict")] += 1
+            elif record.get("kind", "point") == "point":
+                statuses[record.get("status")] += 1
+                first_error = first_error or record.get("error")
+    said = [
+        ", ".join(f"{n} {what}" for what, n in counts.items()) for counts in (statuses, verdicts) if counts
+    ]
+    if first_error:
+        said.append(f"first error: {first_error}")
+    return "; ".join(said)
 
 
 def stop(proc: subprocess.Popen) -> None:

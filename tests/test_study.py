@@ -633,3 +633,23 @@ def test_stop_kills_a_leader_that_ignores_sigint(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_failed_step_says_what_it_recorded(tmp_path):
+    """A step that exits 1 is described by its results (statuses, the first error), not its last log line."""
+    from profiler.checks import Check, check_record
+    from profiler.records import append_record, read_records
+
+    points = tmp_path / "r.jsonl"
+    fixture = [r for r in read_records(FIXTURE) if "kind" not in r and r.get("config")][:2]
+    failed = {**fixture[1], "status": "error", "error": "AttributeError: no cache"}
+    for record in (fixture[0], failed):
+        append_record(points, record)
+    checks = tmp_path / "c.jsonl"
+    append_record(checks, check_record(Check("sampler_rate", 10.0, 200.0, "fail"), "r", {}, {}))
+    step_ = Step(
+        "s", "t", 1, 1, "b", (sys.executable, "-c", "raise SystemExit(1)"), outputs=("r.jsonl", "c.jsonl")
+    )
+    status, note = run_step(step_, tmp_path, 10)
+    assert status == "exit 1"
+    assert note == "1 ok, 1 error; 1 fail; first error: AttributeError: no cache"
