@@ -177,7 +177,7 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
         Step(
             "env",
             "hardware fingerprint and what can be measured",
-            5,
+            6,
             20,
             "imports and NVML",
             (*cli, "env", "--json"),
@@ -187,7 +187,7 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
         Step(
             "run-b1",
             "every method at 20% against the full model, batch 1 (1 warm-up, 3 measured, 1 agreement)",
-            40 if gpu else 15,
+            46 if gpu else 15,
             60,
             "build the 7B on the GPU ~12 s; 12 points x 5 requests x ~0.45 s (full prefill 2 x 7.06e9 x 2950 "
             "FLOP = 42 TFLOP ~ 0.1 s at ~400 TFLOP/s; 14 eager decode steps ~ 25 ms each)",
@@ -197,7 +197,7 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
         Step(
             "run-b4",
             "every method at 20% against the full model, batch 4",
-            50 if gpu else 20,
+            53 if gpu else 20,
             75,
             "12 points x 5 requests x ~0.6 s (full prefill 4 x 0.1 s; decode steps barely slower at batch 4) "
             "+ build ~12 s",
@@ -248,9 +248,9 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
         Step(
             "predict",
             f"the memory model's peak and largest batch on a {CAP} card (arithmetic, no GPU)",
-            5,
+            13,
             20,
-            "imports and configuration only",
+            "imports and configuration only (13 s on the H200 machine)",
             (
                 *cli,
                 "predict",
@@ -312,7 +312,7 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
         Step(
             "bench-decode",
             "decode ms/token, eager against compiled (static cache, CUDA graphs) vs the HBM bound",
-            60 if gpu else 30,
+            54 if gpu else 30,
             90,
             "build ~12 s; eager 4 x 33 tokens x ~25 ms; compiled: torch.compile of the decode step ~60 s, "
             "then 4 x 33 tokens (the bound: 13.5 GB of LLM weights / 4.8 TB/s = 2.8 ms per token on an H200)",
@@ -332,7 +332,7 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
         Step(
             "report",
             "the Markdown + HTML report with figures over every results file",
-            20,
+            15,
             REPORT_RESERVE_S,
             "matplotlib figures on the CPU",
             (
