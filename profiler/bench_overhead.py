@@ -98,9 +98,10 @@ def measure_overhead(lm, batch: int, new_tokens: int, rounds: int, sampler=None,
         decode_rate(False), decode_rate(True)
     rates = []
     for i in range(rounds):  # which path runs first alternates: no order effect (caches, clocks) in the ratio
-        first = decode_rate(i % 2 == 1)
-        second = decode_rate(i % 2 == 0)
-        rates.append((second, first) if i % 2 else (first, second))
+        rate = {
+            profiled: decode_rate(profiled) for profiled in ((False, True) if i % 2 == 0 else (True, False))
+        }
+        rates.append((rate[False], rate[True]))
     ratios = sorted(p / b for b, p in rates)
     quarter = len(ratios) // 4
     return Overhead(

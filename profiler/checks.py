@@ -25,15 +25,16 @@ import torch
 
 from profiler.records import SCHEMA_VERSION, append_record, error_message, new_run_id, suite_version
 
-# name -> (what is compared, unit, tolerance: the largest relative difference that passes)
-CHECKS: dict[str, tuple[str, str, float]] = {
+# name -> (what is compared, unit, tolerance: the largest relative difference that passes; None: the
+# reference is a floor the measurement must reach)
+CHECKS: dict[str, tuple[str, str, float | None]] = {
     "ttft_clock": ("TTFT: CUDA events against the synchronised wall clock", "s", 0.02),
     "nvml_process_peak": (
         "peak memory: NVML's process figure against torch max reserved + the CUDA context on this card",
         "GiB",
         0.05,
     ),
-    "sampler_rate": ("NVML sampler rate during requests, against a floor of 200 Hz", "Hz", 0.0),
+    "sampler_rate": ("NVML sampler rate during requests, against a floor of 200 Hz", "Hz", None),
     "energy_per_token": (
         "energy per token: NVML's energy counter against the integrated power draw",
         "J",
@@ -81,18 +82,16 @@ class Check:
 
 
 def judged(name: str, measured: float | None, reference: float | None, note: str = "") -> Check:
-    """A check with its verdict: within the tolerance (a floor for the sampler rate); "error" where a
-    figure is missing."""
+    """A check with its verdict: within the tolerance, or at least the reference where that is a floor;
+    "error" where a figure is missing."""
     check = Check(name, measured, reference, note=note)
     if measured is None or not reference:
         check.verdict = "error"
         check.note = f"no {'measurement' if measured is None else 'reference'}; {note}"
         return check
     tolerance = CHECKS[name][2]
-    if name == "sampler_rate":
-        check.verdict = "pass" if measured >= reference else "fail"
-    else:
-        check.verdict = "pass" if abs(check.difference) <= tolerance else "fail"
+    within = measured >= reference if tolerance is None else abs(check.difference) <= tolerance
+    check.verdict = "pass" if within else "fail"
     return check
 
 
@@ -124,21 +123,19 @@ def idle_device_bytes(nvml) -> int | None:
 
 
 def process_bytes(nvml, handle, idle: int | None) -> tuple[int | None, str]:
-    """(this process's GPU bytes, how): NVML's per-PID figure, else the card's use less its idle use."""
+    """(this process's GPU bytes, how): NVML's per-PID figure (read as the sampler reads it), else the
+    card's use less its idle use."""
     import os
 
-    for proc in nvml.nvmlDeviceGetComputeRunningProcesses(handle):
-        if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
-            return int(proc.usedGpuMemory), "NVML per-process"
+    from profiler.nvml_sampler import processes
+
+    mine, _, _ = processes(nvml, handle, os.getpid())
+    if mine is not None:
+        return mine, "NVML per-process"
     if idle is None:
         return None, "no per-process figure and no idle reading"
     used = int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
     return used - idle, "card use less its idle use (PID not listed by NVML)"
-
-
-def median_of(record: dict, metric: str) -> float | None:
-    stats = (record.get("metrics") or {}).get(metric)
-    return stats.get("median") if isinstance(stats, dict) else None
 
 
 def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None]) -> None:
@@ -147,7 +144,9 @@ def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None
     from profiler.bench_overhead import measure_overhead
     from profiler.hardware import fingerprint
     from profiler.memory import GIB, Nvml, NvmlUnavailable, SamplerProcess, gib, set_memory_fraction
+    from profiler.metrics import median
     from profiler.runner import Runner, run_request
+    from profiler.timing import Timeline
     from workloads.device import resolve_device
     from workloads.models import load_model
     from workloads.plan import Point, build_workload
@@ -205,7 +204,7 @@ def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None
         run_request(lm, workload, full)  # warm-up
         walls, events = [], []
         for _ in range(args.repeats):
-            times = run_request(lm, workload, full).times
+            times = run_request(lm, workload, full, timeline=Timeline(dev, first_token_event=True)).times
             walls.append(times["first_token"])
             events.append(times["first_token_gpu"])
         return [
@@ -234,7 +233,7 @@ def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None
             f"{peaks['nvml_process']:.3f} GiB"
             + (f" ({n})" if (n := record["metrics"]["estimated"].get("peak_memory_gib.nvml_process")) else "")
         )
-        rate = median_of(record, "nvml_sample_hz")
+        rate = median(record, "nvml_sample_hz")
         return [
             judged("nvml_process_peak", peaks["nvml_process"], reference, note),
             judged(
@@ -293,7 +292,7 @@ def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None
         peak = [r["metrics"]["peak_memory_gib"]["torch_allocated"] for r in (after, before)]
         return [
             judged("oom_recovery_peak", *peak, note),
-            judged("oom_recovery_ttft", median_of(after, "ttft_s"), median_of(before, "ttft_s"), note),
+            judged("oom_recovery_ttft", median(after, "ttft_s"), median(before, "ttft_s"), note),
         ]
 
     def overhead(name: str, with_sampler) -> Callable[[], list[Check]]:
@@ -358,11 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if counts["fail"] or counts["error"] else 0
 
 
-def describe(check: Check, unit: str, tolerance: float) -> str:
+def describe(check: Check, unit: str, tolerance: float | None) -> str:
     if check.measured is None:
         return check.note
     diff = check.difference
-    limit = f">= {check.reference:g}" if check.check == "sampler_rate" else f"within {tolerance:.0%}"
+    limit = f">= {check.reference:g}" if tolerance is None else f"within {tolerance:.0%}"
     return (
         f"measured {check.measured:.4g} {unit}, reference {check.reference:.4g} {unit}, "
         f"difference {diff:+.2%} ({limit}) · {check.note}"

@@ -62,6 +62,12 @@ def peak_memory_gib(metrics: dict | None) -> tuple[float | None, str | None]:
     return None, None
 
 
+def median(record: dict, metric: str) -> float | None:
+    """The median of a record's stats object `metric`; None where the record has none."""
+    stats = (record.get("metrics") or {}).get(metric)
+    return stats.get("median") if isinstance(stats, dict) else None
+
+
 def agreement(reference_tokens, reference_logits, tokens, logits) -> dict:
     """How closely a request followed the full model's on the same inputs (EffiVLM-Bench's loyalty).
 

@@ -39,14 +39,19 @@ class RequestResult:
 
 
 def run_request(
-    lm: LoadedModel, workload: Workload, point: Point, first_logits: list | None = None
+    lm: LoadedModel,
+    workload: Workload,
+    point: Point,
+    first_logits: list | None = None,
+    timeline: Timeline | None = None,
 ) -> RequestResult:
     """One request, timed from t0 (before preprocessing) to the last token on the host.
 
     first_logits: if given, the raw logits of the first generated token, (B, V) on the host, are
-    appended to it (for agreement; never on a timed request).
+    appended to it (for agreement; never on a timed request). timeline: a Timeline of the caller's
+    (the instrument checks ask for more time points), else a plain one.
     """
-    timeline = Timeline(lm.device)
+    timeline = timeline or Timeline(lm.device)
     clock = StepClock(timeline)
     timeline.start()
     batch = prepare_request(

@@ -8,13 +8,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from profiler.console import MEANINGLESS, agreement_text, baseline_of, method_label
+from profiler.metrics import median
 from reports import figures
 from reports.data import (
     METHOD_ORDER,
     Results,
     image_label,
     machine,
-    median,
     method_key,
     peak_memory,
     spread,
@@ -417,7 +417,8 @@ def checks_section(results: Results) -> Section | None:
     rows = []
     for r in results.checks:
         unit, diff, tol = r.get("unit") or "", r.get("difference"), r.get("tolerance")
-        limit = "floor" if r["check"] == "sampler_rate" else (f"±{tol:.0%}" if isinstance(tol, float) else "")
+        # no tolerance (null; 0 in the first study's file): the reference is a floor to reach
+        limit = "floor" if not tol else f"±{tol:.0%}" if isinstance(tol, float) else ""
         rows.append(
             [
                 r["check"],

@@ -212,11 +212,6 @@ def workload_title(key: tuple) -> str:
     )
 
 
-def median(record: dict, metric: str) -> float | None:
-    stats = (record.get("metrics") or {}).get(metric)
-    return stats.get("median") if isinstance(stats, dict) else None
-
-
 def spread(record: dict, metric: str) -> float | None:
     stats = (record.get("metrics") or {}).get(metric)
     return stats.get("stdev") if isinstance(stats, dict) else None

@@ -10,7 +10,8 @@ from matplotlib.ticker import MaxNLocator
 
 from hired.methods import METHODS
 from profiler.console import varying_params
-from reports.data import METHOD_ORDER, median, method_key, peak_memory, spread
+from profiler.metrics import median
+from reports.data import METHOD_ORDER, method_key, peak_memory, spread
 from reports.document import Figure
 from workloads.plan import budget_label
 

@@ -402,26 +402,14 @@ def recorded(step: Step, folder: Path) -> str:
     message) and checks by verdict; empty where it writes no results file."""
     from collections import Counter
 
-    from profiler.records import iter_lines
+    from reports.data import load_results
 
-    statuses, verdicts, first_error = Counter(), Counter(), None
-    for name in step.outputs:
-        path = folder / name
-        if path.suffix != ".jsonl" or not path.is_file():
-            continue
-        for record, _, _ in iter_lines(path):
-            if record is None:
-                continue
-            if record.get("kind") == "instrument_check":
-                verdicts[record.get("verdict")] += 1
-            elif record.get("kind", "point") == "point":
-                statuses[record.get("status")] += 1
-                first_error = first_error or record.get("error")
-    said = [
-        ", ".join(f"{n} {what}" for what, n in counts.items()) for counts in (statuses, verdicts) if counts
-    ]
-    if first_error:
-        said.append(f"first error: {first_error}")
+    files = [path for name in step.outputs if (path := folder / name).suffix == ".jsonl" and path.is_file()]
+    results = load_results(files)
+    counts = [Counter(r["status"] for r in results.points), Counter(r["verdict"] for r in results.checks)]
+    said = [", ".join(f"{n} {what}" for what, n in c.items()) for c in counts if c]
+    if error := next((r["error"] for r in results.points if r.get("error")), None):
+        said.append(f"first error: {error}")
     return "; ".join(said)
 
 

@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 
 from hired.methods import METHODS
-from reports.build import PAPER_TABLE4, checks_section, fmt
-from reports.data import Results, load_results, median, method_key, peak_memory
+from profiler.metrics import median
+from reports.build import PAPER_TABLE4, checks_section, fmt, ratios
+from reports.data import Results, load_results, method_key, peak_memory
 from reports.document import Section, Table, to_markdown
-from reports.study import PAPER_REPEATS, PAPER_WARMUP
+from reports.study import PAPER_NEW_TOKENS, PAPER_REPEATS, PAPER_WARMUP
 from workloads.plan import budget_label
 
 SECTIONS = (
@@ -100,7 +101,7 @@ def find(results: Results, method: str, budget: float, batch: int, capped: bool)
             c["method"] == method
             and c["budget"] == budget
             and c["batch_size"] == batch
-            and c.get("new_tokens") == 15
+            and c.get("new_tokens") == PAPER_NEW_TOKENS
             and bool(c.get("memory_cap_gib")) == capped
             and not c.get("boundary_search")
         ):
@@ -117,11 +118,8 @@ def cells(r: dict | None) -> list[str]:
     return [fmt(median(r, "ttft_s")), fmt(median(r, "e2e_tokens_per_s")), fmt(peak_memory(r)[0])]
 
 
-def ratio(a: dict | None, b: dict | None, metric: str, invert: bool = False) -> str:
-    if not (a and b and a["status"] == b["status"] == "ok"):
-        return "–"
-    x, y = median(a, metric), median(b, metric)
-    return "–" if not (x and y) else f"{(y / x if invert else x / y):.2f}×"
+def times(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio:.2f}×"
 
 
 def headline_section(results: Results, outcomes: dict) -> Section:
@@ -132,10 +130,9 @@ def headline_section(results: Results, outcomes: dict) -> Section:
             full, ours = find(results, "none", 1.0, batch, capped), find(results, "hired", 0.2, batch, capped)
             if full is None and ours is None:
                 continue
-            saved = "–"
-            if full and ours and full["status"] == ours["status"] == "ok":
-                peaks = peak_memory(full)[0], peak_memory(ours)[0]
-                saved = "n/a" if None in peaks else fmt(peaks[0] - peaks[1])
+            speedup, e2e, saved = (
+                ratios(ours, full) if ours and full and full["status"] == "ok" else (None,) * 3
+            )
             f, h = cells(full), cells(ours)
             rows.append(
                 [
@@ -143,19 +140,19 @@ def headline_section(results: Results, outcomes: dict) -> Section:
                     str(batch),
                     f[0],
                     h[0],
-                    ratio(ours, full, "ttft_s", invert=True),
+                    times(speedup),
                     f[1],
                     h[1],
-                    ratio(ours, full, "e2e_tokens_per_s"),
+                    times(e2e),
                     f[2],
                     h[2],
-                    saved,
+                    "–" if saved is None else f"{saved:.0%}",
                 ]
             )
     if not rows:
         return not_run(title, "paper-uncapped", outcomes)
     columns = ["memory", "batch", "full TTFT s", "HiRED TTFT s", "TTFT speed-up", "full e2e tok/s",
-               "HiRED e2e tok/s", "e2e ×", "full peak GiB", "HiRED peak GiB", "GiB saved"]  # fmt: skip
+               "HiRED e2e tok/s", "e2e ×", "full peak GiB", "HiRED peak GiB", "memory saved"]  # fmt: skip
     return Section(
         title,
         [
