@@ -64,6 +64,13 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+def layer_cache(kwargs: dict):
+    """The KV cache a decoder layer was called with: `cache` from transformers 5.24, `past_key_values`
+    before (5.24 keeps the old name as a deprecated alias until 5.40, but the model passes the new one)."""
+    cache = kwargs.get("cache")
+    return kwargs.get("past_key_values") if cache is None else cache
+
+
 class Pruning:
     """Installs the hooks for one request (a context manager); afterwards `.kept` holds, per sample,
     the visual tokens layers >= K saw."""
@@ -113,7 +120,7 @@ class Pruning:
     def _layer_inputs(self, i: int):
         def hook(module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]
-            cache = kwargs.get("past_key_values")
+            cache = layer_cache(kwargs)
             if hidden.shape[1] > 1:  # prefill: the kept tokens, at their original positions
                 if i == self.k:
                     hidden = self._choose(hidden, kwargs, cache)
