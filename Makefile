@@ -4,13 +4,17 @@ VENV ?= .venv
 VENV_ARGS ?=
 # Without an NVIDIA GPU, torch is installed first from this spec so that nothing pulls CUDA packages.
 CPU_TORCH ?= torch==2.13.0
+# extra requirements for this venv's installs (test-oldest pins the oldest transformers with it)
+PINS ?=
+# the optional extras make test installs, so that their tests run
+TEST_EXTRAS ?= dev,eval,ray
 # make report reads these result files or folders (several: RESULTS="results other/run.jsonl")
 RESULTS ?= results
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := $(VENV)/.extras
 
-.PHONY: install bench smoke report test lint docs clean gpu-study test-gpu-image
+.PHONY: install bench smoke report test test-oldest lint docs clean gpu-study
 
 install: $(STAMP)
 
@@ -18,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/python -m pip install -q "$(CPU_TORCH)"; fi
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' $(PINS)
 	touch $(STAMP)
 
 # the optional extras too ([eval]: lmms-eval, [ray]), so that their tests run: the torch installed
@@ -26,7 +30,7 @@ $(STAMP): pyproject.toml
 # beside a CPU torch PyPI's torchvision, a CUDA build that cannot load, is removed (transformers imports it)
 $(EXTRAS): $(STAMP)
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(VENV)/constraints.txt
-	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e '.[dev,eval,ray]'
+	$(BIN)/python -m pip install -q -c $(VENV)/constraints.txt -e '.[$(TEST_EXTRAS)]' $(PINS)
 	if $(BIN)/python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then \
 		$(BIN)/python -m pip uninstall -q -y torchvision; fi
 	touch $(EXTRAS)
@@ -40,8 +44,23 @@ smoke: install
 report: install
 	$(BIN)/hired-bench report $(RESULTS) --out reports/out
 
+# every test on the newest versions the pins allow, then the version-sensitive ones on the oldest
 test: $(EXTRAS)
 	HIRED_BENCH_EXTRAS=required $(BIN)/python -m pytest -q
+	$(MAKE) test-oldest
+
+# the lower end of the transformers range (also what the lent GPU machines run): the tests that reach into
+# transformers (method glue, LLM stage, capture, presets, engines, eval adapter) in a venv of their own
+OLDEST_VENV ?= .venv-oldest
+OLDEST_TRANSFORMERS ?= 5.17.0
+VERSION_SENSITIVE_TESTS ?= tests/test_llm_stage.py tests/test_engines.py tests/test_pipeline.py \
+	tests/test_models.py tests/test_presets.py tests/test_methods.py tests/test_field_methods.py \
+	tests/test_hired_select.py tests/test_show_selection.py tests/test_accuracy.py tests/test_study.py
+test-oldest:
+	$(MAKE) VENV=$(OLDEST_VENV) TEST_EXTRAS=dev,eval PINS='transformers==$(OLDEST_TRANSFORMERS)' \
+		$(OLDEST_VENV)/.extras
+	$(OLDEST_VENV)/bin/python -c "import transformers as t; assert t.__version__ == '$(OLDEST_TRANSFORMERS)', t.__version__"
+	HIRED_BENCH_EXTRAS=required $(OLDEST_VENV)/bin/python -m pytest -q $(VERSION_SENSITIVE_TESTS)
 
 docs: install  # the methods tables of docs/methods.md, from the methods' specs
 	$(BIN)/hired-bench methods --update docs/methods.md
@@ -53,22 +72,9 @@ gpu-study:
 		PYTHONPATH=$(CURDIR) $(PYTHON) -m reports.study; \
 	else $(MAKE) install && PYTHONPATH=$(CURDIR) $(BIN)/python -m reports.study; fi
 
-# the versions the lent GPU machines run (transformers 5.17; the study runs there without an install): the
-# tests that reach into transformers, and the study's own, in a venv of their own
-GPU_IMAGE_VENV ?= .venv-gpu-image
-GPU_IMAGE_TRANSFORMERS ?= 5.17.0
-VERSION_SENSITIVE_TESTS ?= tests/test_llm_stage.py tests/test_engines.py tests/test_pipeline.py \
-	tests/test_models.py tests/test_presets.py tests/test_methods.py tests/test_field_methods.py tests/test_study.py
-test-gpu-image:
-	test -x $(GPU_IMAGE_VENV)/bin/python || $(PYTHON) -m venv $(GPU_IMAGE_VENV)
-	$(GPU_IMAGE_VENV)/bin/python -m pip install -q --upgrade pip
-	if ! command -v nvidia-smi >/dev/null 2>&1; then $(GPU_IMAGE_VENV)/bin/python -m pip install -q "$(CPU_TORCH)"; fi
-	$(GPU_IMAGE_VENV)/bin/python -m pip install -q -e '.[dev]' 'transformers==$(GPU_IMAGE_TRANSFORMERS)'
-	$(GPU_IMAGE_VENV)/bin/python -m pytest -q $(VERSION_SENSITIVE_TESTS)
-
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(GPU_IMAGE_VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) *.egg-info .pytest_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from functools import cache
+from pathlib import Path
 
 import torch
 import transformers
@@ -66,3 +67,51 @@ def fingerprint(device: torch.device, nvml=None) -> dict:
         "cuda": torch.version.cuda,
         **_host(),
     }
+
+
+TESTED = ("torch", "transformers")  # the packages whose range make test proves (pyproject's pins)
+
+
+def requirements() -> list[str]:
+    """The suite's requirement lines: the installed package's metadata, or, run from a checkout without an
+    install (the GPU study), its pyproject.toml."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        return requires("hired-bench") or []
+    except PackageNotFoundError:
+        pass
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+            return tomllib.load(f)["project"]["dependencies"]
+    except (OSError, KeyError, ValueError):
+        return []
+
+
+def untested_versions() -> list[str]:
+    """One line per installed torch/transformers outside the range the tests prove (empty: all inside)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion
+
+    lines = []
+    for line in requirements():
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.name not in TESTED or (req.marker and not req.marker.evaluate()):
+            continue
+        try:
+            installed = version(req.name).split("+")[0]
+            inside = req.specifier.contains(installed, prereleases=True)
+        except (PackageNotFoundError, InvalidVersion):
+            continue
+        if not inside:
+            lines.append(f"{req.name} {installed} is outside the tested range {req.specifier}")
+    return lines

@@ -220,3 +220,57 @@ def test_py_spy_without_permission_is_one_clear_line(tmp_path, monkeypatch):
     line = result.stderr.strip().splitlines()[-1]
     assert "py-spy could not attach" in line and "Permission Denied" in line and "ptrace permission" in line
     assert not out.exists() or out.read_text() == ""  # nothing measured, nothing written
+
+
+def test_host_peak_rss_is_a_window_that_resets():
+    from profiler.memory import host_peak_rss_gib, reset_host_peak
+
+    assert reset_host_peak()  # Linux
+    before = host_peak_rss_gib()
+    block = bytearray(300 * 2**20)  # touched: resident
+    block[::4096] = b"x" * len(block[::4096])
+    grown = host_peak_rss_gib()
+    del block
+    assert grown - before > 0.25
+    assert (
+        reset_host_peak() and host_peak_rss_gib() < grown - 0.25
+    )  # the freed block is out of the new window
+
+
+def test_versions_outside_the_tested_range_are_said(monkeypatch, tmp_path):
+    import transformers
+
+    import profiler.hardware
+
+    inside = ["torch>=1", f"transformers>={transformers.__version__}", "numpy<1"]  # numpy: not one we check
+    monkeypatch.setattr(profiler.hardware, "requirements", lambda: inside)
+    assert profiler.hardware.untested_versions() == []
+    outside = ["torch>=1", "transformers>=4,<5", "nonsense ==="]
+    monkeypatch.setattr(profiler.hardware, "requirements", lambda: outside)
+    found = profiler.hardware.untested_versions()
+    assert found == [f"transformers {transformers.__version__} is outside the tested range <5,>=4"]
+    env = json.loads(RUNNER.invoke(app, ["env", "--json", "--device", "cpu"]).stdout)
+    assert env["measurable"]["tested_versions"].startswith("transformers ")
+    args = [
+        "run",
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--new-tokens",
+        "2",
+    ]
+    result = RUNNER.invoke(app, [*args, "--output", str(tmp_path / "r.jsonl")])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("outside the tested range") == 1  # once per command, not per point
+
+
+def test_a_tested_range_comes_from_the_install_or_the_checkout():
+    from profiler.hardware import requirements
+
+    names = [line.split("<")[0].split(">")[0].split("=")[0].strip() for line in requirements()]
+    assert "torch" in names and "transformers" in names

@@ -96,6 +96,7 @@ def measure(
     from profiler.sweep import run_points
 
     records, runners, spies, started = [], [], [], []
+    warn_untested_versions()
 
     def on_model(runner) -> None:
         describe(runner)
@@ -145,6 +146,19 @@ def measure(
         for spy in spies:
             stop_py_spy(spy)
     return records, runners
+
+
+def warn_untested_versions() -> None:
+    """Once per measuring command: a torch or transformers the tests have not proven may break a method."""
+    from profiler.hardware import untested_versions
+
+    for line in untested_versions():
+        err.print(
+            f"[yellow]warning[/]: {escape(line)}: the methods' hooks are tested only inside it "
+            "(hired-bench env)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def say_eta(first_s: float, points: list) -> None:

@@ -11,7 +11,7 @@ from workloads.errors import InputError
 
 def env(device: options.Device = "auto", as_json: options.Json = False) -> None:
     """The hardware and software fingerprint stored in every record, and what can be measured here."""
-    from profiler.hardware import fingerprint
+    from profiler.hardware import fingerprint, untested_versions
     from profiler.memory import Nvml, NvmlUnavailable, SamplerProcess
     from workloads.device import resolve_device
 
@@ -21,7 +21,12 @@ def env(device: options.Device = "auto", as_json: options.Json = False) -> None:
         raise fail(str(exc)) from None
     nvml, reason = Nvml.open(dev)
     info = fingerprint(dev, nvml)
-    measurable = {"device": str(dev), "nvml": "ok" if nvml else reason, "energy_counter": None}
+    measurable = {
+        "device": str(dev),
+        "nvml": "ok" if nvml else reason,
+        "energy_counter": None,
+        "tested_versions": "; ".join(untested_versions()) or "torch and transformers inside the tested range",
+    }
     if nvml is not None:
         try:
             with SamplerProcess(nvml.uuid) as sampler:
