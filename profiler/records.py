@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -93,6 +94,8 @@ def parse_line(line: bytes) -> tuple[dict | None, str | None]:
         return None, "not UTF-8"
     try:
         value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        return None, "nested too deep"
     except ValueError as exc:
         return None, "NaN or infinity" if "NaN/inf" in str(exc) else "not JSON (a half-written line?)"
     if not isinstance(value, dict):
@@ -112,9 +115,10 @@ def is_record(value: dict | None) -> bool:
 def check_output(path: Path) -> None:
     """Refuse, before anything is measured, an output that is not (or cannot become) a results file.
 
-    An existing file must be a regular file, empty or starting with a record; a new one must be
-    creatable (its nearest existing folder writable). Nothing is created here: no race with
-    another process writing the same file.
+    An existing file must be a regular file, writable, empty or starting with a record. For a new one
+    the folders on the way are made and a scratch file is created and removed there: permission bits
+    say nothing for root, a read-only mount or /proc; only trying does. The results file itself is
+    not created here, so no race with another process writing it.
     """
     if path.exists():
         if not path.is_file():
@@ -136,13 +140,20 @@ def check_output(path: Path) -> None:
 
 
 def why_not_creatable(folder: Path) -> str | None:
-    """Why `folder` (or the folders to create on the way to it) cannot hold new files; None if it can."""
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        return f"{folder} is not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"{folder} is not writable"
+    """Why `folder` cannot hold new files (made here if missing, with the folders on the way); None if
+    it can."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(dir=folder, prefix=".hired-bench-probe-")
+        os.close(fd)
+        os.unlink(scratch)
+    except OSError as exc:
+        return f"{folder} cannot hold new files ({exc.strerror or exc})"
     return None
 
 

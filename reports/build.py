@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from profiler.console import MEANINGLESS, agreement_text, baseline_of, method_label
-from profiler.metrics import median
+from profiler.metrics import PEAK_MEMORY_ORDER, median
 from reports import figures
 from reports.data import (
     METHOD_ORDER,
@@ -187,14 +187,26 @@ def main_budget(rows: list[dict]):
     return min(b for b, n in counts.items() if n == top)
 
 
+# what each peak-memory figure is, in words (profiler.metrics.PEAK_MEMORY_ORDER picks one per point)
+PEAK_FIGURES = {
+    "torch_allocated": "torch's max allocated",
+    "nvml_process": "NVML's peak for the process",
+    "nvml_device": "NVML's peak for the whole card",
+    "host_rss": "the measuring process's peak resident set size on the host (no GPU: weights included)",
+}
+
+
 def workload_section(index: int, key: tuple, rows: list[dict], folder: Path) -> Section:
     section = Section(f"Workload {index}: {workload_title(key)}", [summary_table(rows)])
     if random_weights(rows) and any((r.get("metrics") or {}).get("agreement") for r in rows):
         section.parts.insert(0, f"Agreement is greyed: {MEANINGLESS}.")
     name = f"w{index}"
     metrics = ["e2e_tokens_per_s", "decode_tokens_per_s", "ttft_s"]
-    if any(peak_memory(r)[0] is not None for r in rows):
+    figures_used = {peak_memory(r)[1] for r in rows} - {None}
+    if figures_used:
         metrics.append("peak_memory")
+        said = ", ".join(PEAK_FIGURES[k] for k in PEAK_MEMORY_ORDER if k in figures_used)
+        section.parts.append(f"Peak memory is {said} (docs/metrics.md, Memory).")
     else:
         section.parts.append("No memory figure: no peak was measured for these points (no GPU; see Setup).")
     for metric in metrics:
@@ -662,11 +674,16 @@ def setup_section(results: Results) -> Section:
         )
     if results.duplicates:
         parts.append(f"{results.duplicates} identical record(s) read more than once were counted once.")
+    if results.superseded:
+        parts.append(
+            f"{results.superseded} older record(s) of points measured again on the same machine were "
+            "superseded: each point is reported from its newest record."
+        )
     warnings = [
         f"{machine(r)}: {r['config']['method']} {budget_label(r['config']['budget'])}, "
         f"batch {r['config']['batch_size']}: {w}"
         for r in results.points
-        for w in (r.get("metrics") or {}).get("warnings", [])
+        for w in (r.get("metrics") or {}).get("warnings") or []
     ]
     if warnings:
         parts.append(Table(["high run-to-run variance"], [[w] for w in warnings]))

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hired.methods import METHODS
-from profiler.metrics import SCALAR_METRICS, peak_memory_gib
+from profiler.metrics import peak_memory_gib
 from profiler.records import KINDS, SCHEMA_VERSION, STATUSES, iter_lines
+from profiler.schema import record_problem
+from workloads.plan import MAX_POINTS
 
 METHOD_ORDER = list(METHODS)  # the registry's order: baseline, HiRED, the field's methods, baselines
 VERDICTS = ("pass", "fail", "n/a", "error")  # an instrument check's outcome (profiler.checks)
@@ -25,6 +27,7 @@ class Results:
     files: list[Path] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # (file, reason) -> lines not used
     duplicates: int = 0  # identical records read more than once (a file named twice, a folder and a file)
+    superseded: int = 0  # older records of a point measured again on the same machine (not reported)
 
     @property
     def skipped_lines(self) -> int:
@@ -32,7 +35,7 @@ class Results:
 
     @property
     def suite_versions(self) -> Counter:
-        return Counter(r.get("suite_version", "unknown") for r in self.points)
+        return Counter(r.get("suite_version") or "unknown" for r in self.points)
 
 
 def result_files(paths: list[Path]) -> list[Path]:
@@ -57,7 +60,8 @@ def _whole(value) -> bool:
 
 
 def problem(record: dict) -> str | None:
-    """Why a parsed line is not a record this suite can use, or None when it is."""
+    """Why a parsed line is not a record this suite can use, or None when it is: the schema's types
+    (profiler.schema), then what the types cannot say (version, kind, status, batch size)."""
     version = record.get("schema_version")
     if not _whole(version):
         return "no schema_version"
@@ -65,56 +69,28 @@ def problem(record: dict) -> str | None:
         return f"schema version {version} is newer than this suite's {SCHEMA_VERSION}"
     kind = record.get("kind", "point")
     if kind not in KINDS:
-        return f"unknown kind {kind!r}"
+        return f"unknown kind {kind!r}" if isinstance(kind, str) else "kind is not text"
+    if why := record_problem(record, kind):
+        return why
     if kind == "instrument_check":
-        ok = isinstance(record.get("check"), str) and record.get("verdict") in VERDICTS
-        return None if ok else "an instrument_check without its check or verdict"
+        return None if record["verdict"] in VERDICTS else f"unknown verdict {record['verdict']!r}"
     if kind == "prediction":
-        ok = isinstance(record.get("method"), str) and _number(record.get("memory_gib"))
-        return None if ok else "a prediction without method or memory_gib"
-    config, metrics = record.get("config"), record.get("metrics")
-    if not isinstance(config, dict):
-        return "missing config"
-    if not isinstance(config.get("method"), str) or not isinstance(config.get("model"), str):
-        return "config without model or method"
-    budget = config.get("budget")
-    if not (_number(budget) or budget == "adaptive"):
+        return None
+    budget = record["config"]["budget"]
+    if isinstance(budget, str) and budget != "adaptive":
         return "config.budget is not a number"
-    if kind == "accuracy":
-        return _accuracy_problem(record, metrics)
-    if kind == "oom_boundary":
-        found = (metrics or {}).get("oom_boundary") if isinstance(metrics, dict) else None
-        ok = isinstance(found, dict) and _whole(found.get("largest_fitting"))
-        return None if ok else "an oom_boundary record without its result"
-    if record.get("status") not in STATUSES:
+    if kind != "oom_boundary" and record.get("status") not in STATUSES:
         return "unknown status"
-    if not _whole(config.get("batch_size")) or config["batch_size"] < 1:
-        return "config.batch_size is not a whole number"
-    if not _whole(config.get("new_tokens")):
-        return "config.new_tokens is not a whole number"
-    sizes = config.get("image_sizes")
-    if sizes is not None and not (
-        isinstance(sizes, list)
-        and all(isinstance(s, list) and len(s) == 2 and all(map(_whole, s)) for s in sizes)
-    ):
-        return "config.image_sizes is not a list of [width, height]"
-    if record["status"] == "ok":
-        if not isinstance(metrics, dict):
-            return "an ok record with null metrics"
-        for name in SCALAR_METRICS:
-            stats = metrics.get(name)
-            if stats is not None and not (isinstance(stats, dict) and _number(stats.get("median"))):
-                return f"metrics.{name} is not a stats object"
-    elif metrics is not None and not isinstance(metrics, dict):
-        return "metrics is not an object"
-    if record.get("hardware") is not None and not isinstance(record["hardware"], dict):
-        return "hardware is not an object"
+    if kind == "accuracy":
+        return _accuracy_problem(record, record.get("metrics"))
+    if kind == "point" and record["config"]["batch_size"] < 1:
+        return "config.batch_size is below 1"
+    if kind == "point" and record["status"] == "ok" and not record.get("metrics"):
+        return "an ok record with null metrics"
     return None
 
 
 def _accuracy_problem(record: dict, metrics) -> str | None:
-    if record.get("status") not in STATUSES:
-        return "unknown status"
     if record["status"] != "ok":
         return None
     ok = (
@@ -139,35 +115,56 @@ def _slim(record: dict) -> dict:
 
 
 def load_results(paths: list[Path]) -> Results:
-    """Every usable record of the files (streamed line by line); the rest skipped and counted by reason."""
+    """Every usable record of the files (streamed line by line); the rest skipped and counted by reason.
+
+    Memory stays bounded: a point measured again (same point key, same machine) keeps its newest record
+    (the others are counted as superseded), identical lines are kept once, and past MAX_POINTS records
+    a report holds no more (counted, never silently)."""
     results = Results()
-    seen: set[bytes] = set()
+    kept: dict[tuple, tuple[bytes, dict]] = {}  # identity -> (digest of the line, record)
     for path in result_files(paths):
         results.files.append(path)
         try:
             for record, why, raw in iter_lines(path):
-                digest = hashlib.sha1(raw).digest()
-                if record is not None and digest in seen:
-                    results.duplicates += 1
-                    continue
                 why = why or problem(record)
                 if why:
                     results.skipped[(str(path), why)] += 1
                     continue
-                seen.add(digest)
-                kind = record.get("kind", "point")
+                digest = hashlib.sha1(raw).digest()
+                key = identity(record, digest)
+                if key in kept:
+                    old_digest, old = kept[key]
+                    if old_digest == digest:
+                        results.duplicates += 1
+                        continue
+                    results.superseded += 1
+                    if (record.get("created_at") or "") < (old.get("created_at") or ""):
+                        continue  # the one kept is newer
+                elif len(kept) >= MAX_POINTS:
+                    results.skipped[(str(path), f"beyond the {MAX_POINTS:,} records one report holds")] += 1
+                    continue
                 if record.get("hardware") is None:
                     record["hardware"] = {}
-                target = {
-                    "oom_boundary": results.boundaries,
-                    "prediction": results.predictions,
-                    "accuracy": results.accuracy,
-                    "instrument_check": results.checks,
-                }
-                target.get(kind, results.points).append(_slim(record))
+                kept[key] = (digest, _slim(record))
         except OSError as exc:
             results.skipped[(str(path), f"unreadable: {exc.strerror or exc}")] += 1
+    for _, record in kept.values():
+        target = {
+            "oom_boundary": results.boundaries,
+            "prediction": results.predictions,
+            "accuracy": results.accuracy,
+            "instrument_check": results.checks,
+        }
+        target.get(record.get("kind", "point"), results.points).append(record)
     return results
+
+
+def identity(record: dict, digest: bytes) -> tuple:
+    """What makes two records the same measurement: a point's key on one machine; else the line itself."""
+    key = (record.get("config") or {}).get("point_key")
+    if record.get("kind", "point") == "point" and isinstance(key, str):
+        return ("point", key, machine(record))
+    return ("line", digest)
 
 
 def machine(record: dict) -> str:

@@ -182,11 +182,12 @@ BAD_LINES = {
     "not JSON (a half-written line?)": b'{"schema_version": 1, "sta',
     "NaN or infinity": variant(metrics={**GOOD["metrics"], "ttft_s": {"median": float("nan")}}),
     "an ok record with null metrics": variant(metrics=None),
-    "config.batch_size is not a whole number": variant(**{"config.batch_size": "4"}),
-    "config without model or method": variant(**{"config.method": ...}),
+    "config.batch_size is not a whole number in 0..1048576": variant(**{"config.batch_size": "4"}),
+    "no config.method": variant(**{"config.method": ...}),
     "schema version 2 is newer than this suite's 1": variant(schema_version=2),
     "unknown kind 'banana'": variant(kind="banana"),
     "not a JSON object": b"[1, 2, 3]",
+    "nested too deep": b"[" * 100_000 + b"]" * 100_000,
 }
 
 
@@ -198,12 +199,12 @@ def test_every_bad_line_is_skipped_and_counted_by_reason(tmp_path):
     for i, line in enumerate(BAD_LINES.values()):
         (folder / f"bad{i}.jsonl").write_bytes(line + b"\n")
     loaded = load_results([folder, folder / "good.jsonl"])  # good.jsonl named twice: read once
-    assert len(loaded.points) == 1 and loaded.duplicates == 1 and len(loaded.files) == 11
+    assert len(loaded.points) == 1 and loaded.duplicates == 1 and len(loaded.files) == 2 + len(BAD_LINES)
     assert sorted(why for _, why in loaded.skipped) == sorted(BAD_LINES)
     result = RUNNER.invoke(app, ["report", str(folder), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.stderr
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "9 line(s) not used" in text and "schema version 2 is newer" in text
+    assert f"{len(BAD_LINES)} line(s) not used" in text and "schema version 2 is newer" in text
     only_bad = RUNNER.invoke(app, ["report", str(folder / "bad3.jsonl"), "--out", str(tmp_path / "o2")])
     assert only_bad.exit_code == 2 and "no usable result records" in only_bad.stderr
 
@@ -299,3 +300,34 @@ def test_ctrl_c_after_some_points_counts_them(tmp_path):
     assert proc.wait(timeout=10) == 130
     assert proc.stderr.read().decode().strip().splitlines()[-1] == f"interrupted: 1 points recorded in {out}"
     assert [r["config"]["method"] for r in read_records(out)] == ["none"]
+
+
+def test_a_child_process_dies_with_the_command_that_started_it(tmp_path):
+    """The NVML sampler, an isolated point and py-spy start through die_with_parent: a command killed
+    outright (SIGKILL, no clean-up runs) leaves no child behind."""
+    parent = textwrap.dedent(
+        """
+        import subprocess, sys, time
+        from profiler.processes import die_with_parent
+        sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+        child = subprocess.Popen(sleeper, preexec_fn=die_with_parent)
+        print(child.pid, flush=True)
+        time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, env=ENV, text=True)
+    child = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie is gone
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child)
