@@ -50,11 +50,19 @@ def task_manager(tasks: list[str], include_path: Path | None):
     of a second), else with lmms-eval's own tasks too (several seconds). InputError for an unknown task."""
     from lmms_eval.tasks import TaskManager
 
+    def index(**kwargs):
+        try:
+            return TaskManager("WARNING", **kwargs)
+        except Exception as exc:  # a task file that does not parse (YAML, a missing !function): lmms-eval's
+            raise InputError(
+                f"--include-path {include_path}: lmms-eval cannot read its task files: {error_message(exc)}"
+            ) from None
+
     if include_path is not None:
-        local = TaskManager("WARNING", include_path=str(include_path), include_defaults=False)
+        local = index(include_path=str(include_path), include_defaults=False)
         if all(task in local.all_tasks for task in tasks):
             return local
-    manager = TaskManager("WARNING", include_path=None if include_path is None else str(include_path))
+    manager = index(include_path=None if include_path is None else str(include_path))
     for task in tasks:
         if task not in manager.all_tasks:
             close = difflib.get_close_matches(task, manager.all_tasks, n=3)

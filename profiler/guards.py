@@ -185,3 +185,68 @@ def check_cpu_time(name: str, config, points, text_tokens: int) -> None:
         f"{minutes:.0f} minutes at this CPU's {rate:.0f} GFLOP/s: use --device cuda on a GPU, the tiny "
         "preset, or --force to run it anyway"
     )
+
+
+LONG_RUN_S = 3600.0  # a plan estimated above this asks for --yes (or a yes on a terminal) before it starts
+# per-request floors, from measurements: generate of 2-16 tokens with the tiny preset on a 2-core CPU
+# (~0.1 s + ~10 ms per token), and of 15 tokens with llava-next-7b on an H200 (21.9 ms per token eager,
+# 6.5 ms compiled); a point adds ~0.3 s of set-up and one untimed agreement request
+REQUEST_FLOOR_S = {"cpu": 0.1, "cuda": 0.05}
+STEP_FLOOR_S = {
+    ("cpu", "eager"): 0.01,
+    ("cpu", "compiled"): 0.01,
+    ("cuda", "eager"): 0.02,
+    ("cuda", "compiled"): 0.006,
+}
+POINT_OVERHEAD_S = 0.3
+GPU_EFFECTIVE_FLOPS = 2e14  # dense half precision an H100/H200 sustains in prefill, roughly
+
+
+def estimate_seconds(points, agreement: bool = True) -> float:
+    """A rough, low estimate of how long measuring `points` takes, before anything is built: per request
+    the larger of its FLOPs at this CPU's (or a GPU's typical) rate and the per-token floors above."""
+    from hired.layout import image_layout
+    from profiler.memory_model import model_shape
+    from workloads.device import resolve_device, resolve_model_name
+    from workloads.models import model_config
+
+    total, configs, rate = 0.0, {}, None
+    for point in points:
+        device = resolve_device(point.device).type
+        name = resolve_model_name(point.model, resolve_device(point.device))
+        if name not in configs:
+            configs[name] = model_config(name)
+        config = configs[name]
+        if device == "cpu" and rate is None:
+            rate = cpu_gflops() * 1e9
+        sizes = point.image_sizes or [(600, 600)]
+        visual = max(image_layout((h, w), config).stock_tokens for w, h in sizes)
+        shape = model_shape(config)
+        matmul = shape.parameters - 2 * shape.vocab * shape.hidden  # embeddings and head: no per-token matmul
+        flops = 2 * matmul * point.batch_size * (visual + point.new_tokens)
+        floor = REQUEST_FLOOR_S[device] + point.new_tokens * STEP_FLOOR_S[device, point.engine]
+        request_s = max(flops / (rate if device == "cpu" else GPU_EFFECTIVE_FLOPS), floor)
+        requests = point.warmup + point.repeats + (agreement and point.method != "none")
+        total += POINT_OVERHEAD_S + max(requests * request_s, point.min_duration)
+    return total
+
+
+def confirm_long_run(points, yes: bool, agreement: bool = True) -> None:
+    """A plan estimated above an hour says so before the first point; it starts only with --yes, or with a
+    yes typed on a terminal. Shorter plans pass without a word."""
+    import sys
+
+    seconds = estimate_seconds(points, agreement)
+    if seconds <= LONG_RUN_S or yes:
+        return
+    requests = sum(p.warmup + p.repeats for p in points)
+    what = (
+        f"{len(points):,} points ({requests:,} timed requests) would take at least about "
+        f"{seconds / 3600:.1f} h (a rough estimate before measuring)"
+    )
+    if not sys.stdin.isatty():
+        raise InputError(f"{what}: pass --yes to start it, or plan fewer points")
+    import typer
+
+    if not typer.confirm(f"{what}. Start?", default=False, err=True):
+        raise InputError(f"{what}: not started")

@@ -56,7 +56,18 @@ def _parameters(config_json: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+_SHAPES: dict[int, tuple] = {}  # id(config) -> (config, shape): serialising a config takes ~16 ms
+
+
 def model_shape(config) -> ModelShape:
+    """The shapes the memory model needs, once per config object (a plan asks for each of its points)."""
+    kept = _SHAPES.get(id(config))
+    if kept is None or kept[0] is not config:
+        kept = _SHAPES[id(config)] = (config, _model_shape(config))
+    return kept[1]
+
+
+def _model_shape(config) -> ModelShape:
     text, vision = config.text_config, config.vision_config
     heads = text.num_attention_heads
     return ModelShape(

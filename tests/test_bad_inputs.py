@@ -2,6 +2,7 @@
 file given beforehand that is byte-identical afterwards (or grew only by whole valid lines)."""
 
 import json
+import os
 
 import pytest
 from PIL import Image
@@ -38,6 +39,10 @@ def files(tmp_path_factory):
     (broken / "x.png").write_text("not a png")
     (tmp_path / "empty").mkdir()
     Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")  # 144 megapixels, a few KiB on disk
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "x.png")  # reading it would block for ever
+    (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    many = ", ".join(str(round(0.00005 * i, 5)) for i in range(1, 20_001))
     for name, text in {
         "ok.toml": SMALL_SWEEP,
         "typo.toml": SMALL_SWEEP.replace("batch_sizes", "batch_size"),
@@ -47,6 +52,10 @@ def files(tmp_path_factory):
         "budget.toml": SMALL_SWEEP.replace("[0.2]", "[0.2, 7]"),
         "broken.toml": "models = [",
         "big.toml": SMALL_SWEEP.replace('["tiny"]', '["llava-next-7b"]'),
+        "deep.toml": "models = " + "[" * 5000 + "]" * 5000 + "\n",
+        "huge.toml": SMALL_SWEEP.replace("[0.2]", f"[{many}]"),
+        "long.toml": SMALL_SWEEP.replace("repeats = 1", "repeats = 10000").replace("[2]", "[64]"),
+        "endless.toml": "min_duration = inf\n" + SMALL_SWEEP,
     }.items():
         (tmp_path / name).write_text(text)
     return tmp_path
@@ -56,7 +65,11 @@ def files(tmp_path_factory):
 def place(files, monkeypatch):
     """`files`, the working folder, with a fresh results file holding two records."""
     monkeypatch.setattr(profiler.guards, "host_available_gib", lambda: 24.0)  # the same host everywhere
-    lines = [{"schema_version": 1, "kind": "prediction", "method": m, "memory_gib": 24} for m in "ab"]
+    lines = [
+        {"schema_version": 1, "kind": "prediction", "model": "tiny", "dtype": "float32", "method": m,
+         "budget": 0.2, "budget_label": "20%", "memory_gib": 24}
+        for m in "ab"
+    ]  # fmt: skip
     (files / R).write_text("".join(json.dumps(line) + "\n" for line in lines))
     monkeypatch.chdir(files)
     return files
@@ -78,10 +91,17 @@ CASES = [
     (["run", *TINY, "--batch", "99999"], 2, "the inputs of one request alone take"),
     (["run", *TINY, "--new-tokens", "0"], 2, "--new-tokens must be at least 1"),
     (["run", *TINY, "--new-tokens", "100000"], 2, "beyond the model's 4096-token context"),
-    (["run", *TINY, "--warmup", "-1"], 2, "--warmup must be >= 0"),
-    (["run", *TINY, "--repeats", "0"], 2, "--repeats >= 1"),
+    (["run", *TINY, "--warmup", "-1"], 2, "--warmup must be in 0..10000"),
+    (["run", *TINY, "--repeats", "0"], 2, "--repeats must be in 1..10000"),
     (["run", *TINY, "--seed", "-1"], 2, "--seed must be a whole number"),
     (["run", *TINY, "--seed", str(2**70)], 2, "--seed must be a whole number"),
+    (["run", *TINY, "--min-duration", "inf"], 2, "--min-duration must be in 0..3600 seconds"),
+    (["run", *TINY, "--min-duration", "1e308"], 2, "--min-duration must be in 0..3600 seconds"),
+    (["run", *TINY, "--min-duration", "nan"], 2, "--min-duration must be in 0..3600 seconds"),
+    (["run", *TINY, "--min-duration", "-1"], 2, "--min-duration must be in 0..3600 seconds"),
+    (["run", *TINY, "--warmup", "10001"], 2, "--warmup must be in 0..10000"),
+    (["run", *TINY, "--repeats", "10001"], 2, "--repeats must be in 1..10000"),
+    (["run", *TINY, "--repeats", "10000", "--new-tokens", "64"], 2, "pass --yes to start it"),
     # run: methods and their parameters
     (["run", *TINY, "--method", "magic"], 2, "unknown method 'magic'"),
     (["run", *TINY, "--method", "hired", "--budget", "adaptive"], 2, "needs a numeric budget"),
@@ -128,6 +148,8 @@ CASES = [
     (["run", *TINY, "--output", "garbage.jsonl"], 2, "is not a hired-bench results file"),
     (["run", *TINY, "--output", "/dev/full"], 2, "not a regular file"),
     (["run", *TINY, "--output", "photo.jpg/r.jsonl"], 2, "is not a folder"),
+    (["run", *TINY, "--output", "/proc/nope/r.jsonl"], 2, "cannot hold new files"),
+    (["run", *TINY, "--images", "fifo"], 2, "not a regular file"),
     (["run", *TINY, "--py-spy", "host.txt"], 2, "expected a .svg file"),
     (["run", *TINY, "--py-spy", "/nonexistent/host.svg"], 2, "folder does not exist"),
     (["run", *TINY, "--torch-trace", "trace.txt"], 2, "expected a .json file"),
@@ -142,12 +164,20 @@ CASES = [
     (["sweep", "seed.toml"], 2, "seed: out of range"),
     (["sweep", "big.toml"], 2, "llava-next-7b"),
     (["sweep", "ok.toml", "--output", "photo.jpg"], 2, "is not a hired-bench results file"),
+    (["sweep", "ok.toml", "--output", "/proc/nope/r.jsonl"], 2, "cannot hold new files"),
+    (["sweep", "deep.toml"], 2, "nested too deep"),
+    (["sweep", "huge.toml"], 2, "the grid has 20,001 points, more than the 20,000"),
+    (["sweep", "huge.toml", "--dry-run"], 2, "the grid has 20,001 points, more than the 20,000"),
+    (["sweep", "long.toml"], 2, "pass --yes to start it"),
+    (["sweep", "endless.toml"], 2, "min_duration: out of range"),
     # oom-boundary, predict
     (["oom-boundary", *TINY], 2, "use hired-bench predict"),
     (["oom-boundary", *TINY, "--max-batch", "0"], 2, "--max-batch must be at least 1"),
     (["predict", "--gpu-memory", "0"], 2, "leaves nothing for PyTorch"),
     (["predict", "--gpu-memory", "lots"], 2, "memory size must look like"),
     (["predict", "--gpu-memory", "24GiB", "--dtype", "int8"], 2, "unknown --dtype"),
+    (["predict", "--gpu-memory", "24GiB", "--output", "/proc/nope/p.jsonl"], 2, "cannot hold new files"),
+    (["eval", *TINY, "--tasks", "mme", "--output", "/proc/nope/e.jsonl"], 2, "cannot hold new files"),
     (
         ["predict", "--gpu-memory", "24GiB", "--method", "hired", "--budget", "0.2,adaptive"],
         2,
@@ -156,6 +186,10 @@ CASES = [
     # show-selection
     (["show-selection", "--image", "bomb.png", *TINY], 2, "decompression bomb"),
     (["show-selection", "--image", "missing.png", *TINY], 2, "cannot read image"),
+    (["show-selection", "--image", "fifo/x.png", *TINY], 2, "not a regular file"),
+    # methods
+    (["methods", "--update", "/dev/full"], 2, "not a regular file"),
+    (["methods", "--update", "fifo/x.png"], 2, "not a regular file"),
     (["show-selection", "--image", "bomb.png", *TINY, "--method", "all"], 2, "one method at a time"),
     (["show-selection", "--image", "bomb.png", *TINY, "--out", "sel.txt"], 2, "--out must end in .png"),
     (["show-selection", "--image", "bomb.png", *TINY, "--seed", "-1"], 2, "--seed must be a whole number"),
@@ -163,6 +197,7 @@ CASES = [
     (["report", "nope.jsonl"], 2, "results not found"),
     (["report", "empty"], 2, "no .jsonl result files"),
     (["report", "garbage.jsonl"], 2, "no usable result records"),
+    (["report", "deep.jsonl"], 2, "nested too deep"),
     (["report", R, "--out", "photo.jpg"], 2, "is not a folder"),
     (["compare", R], 2, "needs results from two machines"),
     (["env", "--device", "cuda"], 2, "torch sees no CUDA GPU"),
@@ -175,7 +210,7 @@ def test_bad_input(place, args, code, message):
     before = results.read_bytes()
     output = (
         []
-        if {"--output", "report", "compare", "env", "predict", "show-selection"} & set(args)
+        if {"--output", "report", "compare", "env", "predict", "show-selection", "methods"} & set(args)
         else ["--output", R]
     )
     result = RUNNER.invoke(app, [*args, *output])
@@ -189,4 +224,4 @@ def test_bad_input(place, args, code, message):
 
 
 def test_enough_bad_inputs():
-    assert len(CASES) >= 60
+    assert len(CASES) >= 90

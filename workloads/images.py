@@ -67,7 +67,10 @@ def folder_images(folder: Path, count: int) -> list[Image.Image]:
 
 
 def load_image(path: Path) -> Image.Image:
-    """An RGB picture; one above Pillow's decompression-bomb limit is refused, not decoded."""
+    """An RGB picture; one above Pillow's decompression-bomb limit is refused, not decoded, and so is
+    anything but a regular file (a FIFO or a device would block or never end)."""
+    if path.exists() and not path.is_file():
+        raise InputError(f"cannot read image {path}: not a regular file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -20,6 +20,23 @@ from workloads.presets import DEFAULT_PROMPT
 # fields added after 0.1.0, left out of a point's key at these values so older files still match
 LATER_FIELDS = {"images": None, "engine": "eager", "min_duration": 0.0, "accelerator": None}
 ENGINES = ("eager", "compiled")
+# a point's measuring counts, the same bounds on the command line and in sweep files: (lowest, highest)
+BOUNDS = {
+    "warmup": (0, 10_000),
+    "repeats": (1, 10_000),
+    "min_duration": (0.0, 3600.0),
+    "seed": (0, 2**63 - 1),
+}
+MAX_POINTS = 20_000  # a plan larger than this is refused before it is expanded: split it into several files
+
+
+def check_bound(name: str, value, flag: str) -> str | None:
+    """Why a measuring count is out of bounds (NaN and infinity too), naming it as `flag`; None if not."""
+    low, high = BOUNDS[name]
+    if not low <= value <= high:  # False for NaN
+        unit = " seconds" if isinstance(low, float) else ""
+        return f"{flag} must be in {low:g}..{high:g}{unit}, got {value:g}"
+    return None
 
 
 def budget_label(budget) -> str:
@@ -225,6 +242,12 @@ def plan_points(
     if unknown:
         raise ValueError(f"unknown engine {unknown[0]!r} (use {', '.join(ENGINES)})")
     measured = {(m, e): head + runnable(m, e, expanded) for m in models for e in engines}
+    planned = sum(map(len, measured.values())) * len(accelerators) * len(inputs) * len(batch_sizes)
+    if planned > MAX_POINTS:
+        raise ValueError(
+            f"the grid has {planned:,} points, more than the {MAX_POINTS:,} one plan may hold: split it into "
+            "several sweep files (each may --resume into the same output)"
+        )
     points, seen, duplicates = [], set(), 0
     for accelerator, model, engine, given, batch in product(
         accelerators, models, engines, inputs, sorted(batch_sizes)

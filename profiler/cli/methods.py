@@ -100,13 +100,18 @@ def methods(
         print(markdown(), end="")
         return
     if update is not None:
+        if not update.is_file():  # a device or FIFO would be read forever (/dev/full gives zeros)
+            raise fail(f"--update {update}: not a regular file")
         try:
             text = update.read_text()
             head, rest = text.split(START, 1)
             _, tail = rest.split(END, 1)
         except (OSError, ValueError):
             raise fail(f"{update}: no generated-table markers ({START.strip()} ... {END})") from None
-        update.write_text(head + START + markdown() + END + tail)
+        try:
+            update.write_text(head + START + markdown() + END + tail)
+        except OSError as exc:
+            raise fail(f"cannot write {update}: {exc.strerror or exc}", code=1) from None
         return
     from rich.table import Table
 

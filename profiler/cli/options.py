@@ -14,7 +14,7 @@ import typer
 from workloads import presets
 from workloads.errors import InputError
 from workloads.images import folder_images, parse_size
-from workloads.plan import Inputs, MethodEntry
+from workloads.plan import BOUNDS, Inputs, MethodEntry, check_bound
 from workloads.presets import PRESETS
 
 Model = Annotated[
@@ -108,7 +108,14 @@ Force = Annotated[
         help="Run even where the memory model says the model does not fit, or a CPU would take hours."
     ),
 ]
-SEED_LIMIT = 2**63 - 1  # torch generators take 64-bit seeds
+Yes = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        help="Start a plan estimated above an hour without asking (asked on a terminal; refused elsewhere).",
+    ),
+]
+SEED_LIMIT = BOUNDS["seed"][1]  # torch generators take 64-bit seeds
 
 
 def parse_budget(text: str) -> float | None:
@@ -166,8 +173,8 @@ def plan_command(
     comma-separated lists)."""
     from workloads.plan import plan_points
 
-    if common.get("min_duration", 0) < 0:
-        raise InputError(f"--min-duration must be >= 0 seconds, got {common['min_duration']:g}")
+    if why := check_bound("min_duration", common.get("min_duration", 0.0), "--min-duration"):
+        raise InputError(why)
     return plan_points(
         method_entries(method, budget, fidelity, param),
         models=[name.strip() for name in model.split(",")],
@@ -190,8 +197,9 @@ def check_counts(batch: int, new_tokens: int, warmup: int, repeats: int) -> None
         raise InputError(f"--batch must be at least 1, got {batch}")
     if new_tokens < 1:
         raise InputError(f"--new-tokens must be at least 1, got {new_tokens}")
-    if warmup < 0 or repeats < 1:
-        raise InputError(f"--warmup must be >= 0 and --repeats >= 1, got {warmup} and {repeats}")
+    for name, value in (("warmup", warmup), ("repeats", repeats)):
+        if why := check_bound(name, value, f"--{name}"):
+            raise InputError(why)
 
 
 def check_weights(weights: str) -> None:

@@ -61,8 +61,11 @@ def run(
             help="Write a torch profiler Chrome trace (JSON) of one more request per point: OUT.METHOD.json."
         ),
     ] = None,
+    yes: options.Yes = False,
 ) -> None:
     """Measure METHOD at BUDGET and the full-token baseline on the same inputs; print a table with ratios."""
+    from profiler.guards import confirm_long_run
+
     try:
         options.check_counts(batch, new_tokens, warmup, repeats)
         options.check_seed(seed)
@@ -92,6 +95,7 @@ def run(
         check_output(output)
         # torch and transformers load from here on (seconds), after the checks that need neither
         options.check_to_measure(plan.points, force)
+        confirm_long_run(plan.points, yes, agreement)
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
 
@@ -113,9 +117,10 @@ def run(
         title = f"{lm.name} ({setup}{cap}), batch {batch}, {new_tokens} new tokens"
         out.print(results_table(records, title))
         out.print(
-            f"medians of {repeats} measured requests after {warmup} warm-up · peak mem = torch max allocated "
-            f"(n/a without CUDA)\nagreement with the baseline's outputs: share of first tokens equal · "
-            f"mean share of leading tokens equal · mean first-token KL in nats\n{BASELINE_NOTE[fidelity]} "
+            f"medians of {repeats} measured requests after {warmup} warm-up · peak mem = torch max "
+            "allocated (on a CPU: the process's peak RSS)\nagreement with the baseline's outputs: share of "
+            "first tokens equal · mean share of leading tokens equal · mean first-token KL in nats\n"
+            f"{BASELINE_NOTE[fidelity]} "
             f"· records appended to {output}",
             highlight=False,
             markup=False,

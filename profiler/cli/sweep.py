@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -47,8 +48,10 @@ def sweep(
     ray_cpus_per_point: Annotated[
         int, typer.Option(help="CPUs each Ray worker takes (on a cluster without GPUs: one worker per N).")
     ] = 1,
+    yes: options.Yes = False,
 ) -> None:
     """Measure the grid in FILE: methods x budgets x batch sizes x image sizes x models, point by point."""
+    from profiler.guards import confirm_long_run
     from profiler.sweep import pending_points
     from workloads.sweep import load_sweep
 
@@ -67,9 +70,11 @@ def sweep(
             raise InputError(f"{spec.name}.toml: accelerators: GPU types are a Ray cluster's; add --ray")
         else:
             options.check_to_measure(spec.points, force, f"{spec.name}.toml: models: ")
+        todo = pending_points(spec.points, output, resume)
+        if ray is None:  # on Ray the workers' GPUs set the pace: no estimate from here
+            confirm_long_run(todo, yes, agreement)
     except InputError as exc:
         raise fail(str(exc)) from None
-    todo = pending_points(spec.points, output, resume)
     done = len(spec.points) - len(todo)
     say(
         f"sweep {spec.name}: {len(spec.points)} points"
@@ -142,6 +147,9 @@ def measure_on_ray(todo: list, output: Path, name: str, address: str, cpus: int,
             ray.shutdown()
 
 
+PLAN_ROWS = 200  # --dry-run shows this many points; a terminal holds no more, the summary counts them all
+
+
 def print_plan(spec, worker_gpu: bool | None = None) -> None:
     """--dry-run: every point with its predicted peak memory and whether it would run out of memory."""
     from rich.table import Table
@@ -159,7 +167,7 @@ def print_plan(spec, worker_gpu: bool | None = None) -> None:
         table.add_column(
             name, justify="left" if name in ("GPU", "model", "method", "params", "images") else "right"
         )
-    for point, row in zip(spec.points, rows, strict=True):
+    for point, row in zip(spec.points[:PLAN_ROWS], rows, strict=False):
         table.add_row(
             *[point.accelerator or ""] * typed,
             row["model"],  # `auto` resolved where the point runs
@@ -171,6 +179,11 @@ def print_plan(spec, worker_gpu: bool | None = None) -> None:
             str(point.new_tokens),
             "n/a" if row["peak_gib"] is None else f"{row['peak_gib']:.1f}",
             row["fits"],
+        )
+    if len(spec.points) > PLAN_ROWS:
+        fits = Counter(row["fits"] for row in rows)
+        table.caption = f"the first {PLAN_ROWS} of {len(spec.points):,} points; fits over all: " + ", ".join(
+            f"{n:,} {what}" for what, n in fits.items()
         )
     out.print(table)
     requests = sum(p.warmup + p.repeats for p in spec.points)
