@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from profiler.processes import die_with_parent
+
 GIB = 2**30
 
 
@@ -32,6 +34,32 @@ def torch_peak_gib(device: torch.device) -> tuple[float | None, float | None]:
     if device.type != "cuda":
         return None, None
     return gib(torch.cuda.max_memory_allocated(device)), gib(torch.cuda.max_memory_reserved(device))
+
+
+def reset_host_peak() -> bool:
+    """Start a new peak-RSS window for this process (Linux resets VmHWM when 5 is written to clear_refs);
+    False where it cannot, and then no host peak is reported (a lifetime peak would carry over points)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def host_peak_rss_gib() -> float | None:
+    """This process's peak resident set size since the last reset_host_peak (VmHWM), in GiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / GIB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+HOST_PEAK_UNAVAILABLE = "this OS cannot reset a process's peak RSS (/proc/self/clear_refs)"
 
 
 def _import_pynvml():
@@ -134,7 +162,11 @@ class SamplerProcess:
             nvml_module,
         ] + (["--power-always"] if power_always else [])
         self.proc = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         self.reader = LineReader(self.proc.stdout.fileno())
         try:

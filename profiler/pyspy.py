@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from profiler.nvml_sampler import LineReader
+from profiler.processes import die_with_parent
 
 PTRACE_HINT = (
     "py-spy needs ptrace permission: run as root, or allow it (sudo sysctl kernel.yama.ptrace_scope=0; "
@@ -39,7 +40,9 @@ def start_py_spy(out: Path, rate_hz: int = 100) -> subprocess.Popen:
         "--format",
         "flamegraph",
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+    )
     reader = LineReader(proc.stdout.fileno())
     said = []
     while (line := reader.readline(10.0)) is not None:  # it says "Sampling process ..." once attached

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from itertools import groupby
 from pathlib import Path
 
+from profiler.processes import die_with_parent
 from profiler.records import append_record, error_message, make_record, read_records
 from workloads.plan import Point
 
@@ -158,7 +159,9 @@ def run_isolated(point: Point, output: Path, sweep: str | None, run_id: str, agr
         run_id,
         *([] if agreement else ["--no-agreement"]),
     ]
-    code = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    code = subprocess.run(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent
+    )
     mine = [r for r in read_records(output) if r.get("config", {}).get("point_key") == point.key]
     if mine and code.returncode == 0:
         return mine[-1]
