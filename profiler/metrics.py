@@ -49,8 +49,8 @@ def request_metrics(
 
 
 # The one memory figure tables and plots compare: torch max allocated (what the HiRED paper reports),
-# else NVML's process peak, else NVML's device peak (whichever this machine could measure).
-PEAK_MEMORY_ORDER = ("torch_allocated", "nvml_process", "nvml_device")
+# else NVML's process peak, else NVML's device peak, else (a CPU) the process's host peak RSS.
+PEAK_MEMORY_ORDER = ("torch_allocated", "nvml_process", "nvml_device", "host_rss")
 
 
 def peak_memory_gib(metrics: dict | None) -> tuple[float | None, str | None]:

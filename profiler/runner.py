@@ -19,7 +19,17 @@ from transformers import LogitsProcessorList
 from hired.glue import PreparedBatch, pad_id, picture_sizes, prepare_batch, shown_pictures, vision_shape
 from hired.llm import pruning
 from hired.methods import METHODS, method_params
-from profiler.memory import Nvml, SamplerProcess, SamplerReading, gib, reset_torch_peak, torch_peak_gib
+from profiler.memory import (
+    HOST_PEAK_UNAVAILABLE,
+    Nvml,
+    SamplerProcess,
+    SamplerReading,
+    gib,
+    host_peak_rss_gib,
+    reset_host_peak,
+    reset_torch_peak,
+    torch_peak_gib,
+)
 from profiler.metrics import PHASES, SCALAR_METRICS, agreement, request_metrics
 from profiler.records import error_message, make_record
 from profiler.stats import coefficient_of_variation, summarize
@@ -241,6 +251,7 @@ class Runner:
                 run_request(self.lm, workload, point)
                 self.on_request()
             per_request, torch_peaks, readings = [], [], []
+            host_window = reset_host_peak()  # the host peak covers the measured requests only
             started = self.clock()
             while len(per_request) < self.repeats or self.clock() - started < point.min_duration:
                 reset_torch_peak(self.lm.device)
@@ -277,6 +288,7 @@ class Runner:
         metrics = aggregate(per_request)
         notes: dict[str, str] = {}
         metrics["peak_memory_gib"] = self._peaks(torch_peaks, readings, notes)
+        metrics["peak_memory_gib"]["host_rss"] = host_peak_rss_gib() if host_window else None
         generated = workload.batch_size * workload.new_tokens
         measured = [r.energy for r in readings if r.energy[0] is not None]
         energy = [mj / 1e3 for mj, _ in measured]
@@ -395,6 +407,8 @@ class Runner:
             reasons["energy_j"] = "this GPU has neither NVML's total-energy counter nor a power reading"
         if self.baseline_device_gib is None:
             reasons["peak_memory_gib.baseline_device"] = self.nvml_reason
+        if peaks.get("host_rss") is None:
+            reasons["peak_memory_gib.host_rss"] = HOST_PEAK_UNAVAILABLE
         if self.sampler is not None and peaks["nvml_process"] is None:
             reasons["peak_memory_gib.nvml_process"] = (
                 "NVML lists no memory for this PID and there is no baseline"

@@ -100,8 +100,14 @@ def test_run_writes_records_with_exact_budgets(tmp_path, budget):
             "nvml_device",
             "nvml_process",
             "baseline_device",
+            "host_rss",
         }
         assert m["peak_memory_gib"]["torch_allocated"] is None  # CPU: not measured, never a made-up 0
+        # the host peak over the measured requests: at least the tiny model's weights, below this host
+        assert (
+            0.05 < m["peak_memory_gib"]["host_rss"] < 24
+            and "peak_memory_gib.host_rss" not in m["unavailable"]
+        )
         assert "peak_memory_gib.torch_allocated" in m["unavailable"]
         assert set(m["energy_j"]) == {"per_request", "per_token"}
         sizes = [tuple(s) for s in r["config"]["image_sizes"]]
