@@ -89,19 +89,25 @@ def measure_overhead(lm, batch: int, new_tokens: int, rounds: int, sampler=None,
     inputs = request_inputs(lm, batch)
     steps = batch * (new_tokens - 1)
 
-    def decode_rate(profiled: bool) -> float:
+    def decode_rate(profiled: bool) -> float | None:
         long = generate_seconds(lm, inputs, new_tokens, profiled, sampler)
         short = generate_seconds(lm, inputs, 1, profiled, sampler)
-        return steps / (long - short)
+        # a one-token request that took longer than the long one: noise above the decode time, no rate
+        return steps / (long - short) if long > short else None
 
     for _ in range(warmup):
         decode_rate(False), decode_rate(True)
     rates = []
-    for i in range(rounds):  # which path runs first alternates: no order effect (caches, clocks) in the ratio
+    for i in range(3 * rounds):  # the first path alternates: no order effect (caches, clocks) in the ratio
         rate = {
             profiled: decode_rate(profiled) for profiled in ((False, True) if i % 2 == 0 else (True, False))
         }
-        rates.append((rate[False], rate[True]))
+        if None not in rate.values():
+            rates.append((rate[False], rate[True]))
+        if len(rates) == rounds:
+            break
+    if not rates:
+        raise RuntimeError(f"decode time below the clock's noise in {3 * rounds} rounds: use more new tokens")
     ratios = sorted(p / b for b, p in rates)
     quarter = len(ratios) // 4
     return Overhead(
@@ -110,7 +116,7 @@ def measure_overhead(lm, batch: int, new_tokens: int, rounds: int, sampler=None,
         statistics.median(ratios),
         (ratios[quarter], ratios[-quarter - 1]),
         hook_cost_us(lm.device),
-        rounds,
+        len(rates),
     )
 
 

@@ -207,3 +207,21 @@ def test_suite_version_from_a_checkout(monkeypatch):
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     declared = re.search(r'^version = "(.+)"', text, re.MULTILINE)[1]
     assert records.suite_version() == f"{declared}+checkout"
+
+
+def test_overhead_rounds_below_the_clock_noise_are_dropped(monkeypatch):
+    """A one-token request slower than the long one gives no decode rate (never a negative one): the
+    round is measured again; with nothing but noise the check says so instead of a number."""
+    import profiler.bench_overhead as bench
+
+    monkeypatch.setattr(bench, "request_inputs", lambda lm, batch: None)
+    monkeypatch.setattr(bench, "hook_cost_us", lambda device: 1.0)
+    lm = type("LM", (), {"device": "cpu"})()
+    # (long, short) per rate: the warm-up pair and the first round are noise, then two good rounds
+    noisy = iter([0.5, 0.6] * 4 + [1.0, 0.1, 1.1, 0.1] * 2)
+    monkeypatch.setattr(bench, "generate_seconds", lambda *args: next(noisy))
+    found = bench.measure_overhead(lm, 1, 4, rounds=2, warmup=1)
+    assert found.rounds == 2 and found.ratio > 0 and found.bare_tokens_per_s > 0
+    monkeypatch.setattr(bench, "generate_seconds", lambda *a: 0.5)  # long == short: never a rate
+    with pytest.raises(RuntimeError, match="below the clock's noise"):
+        bench.measure_overhead(lm, 1, 4, rounds=2, warmup=0)
