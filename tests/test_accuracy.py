@@ -252,3 +252,23 @@ def test_an_unknown_task_is_named_with_the_closest(tmp_path):
     result = RUNNER.invoke(app, [*args, "--include-path", str(TASKS), "--output", str(tmp_path / "a.jsonl")])
     assert result.exit_code == 2
     assert "unknown lmms-eval task 'hired_colour' (did you mean hired_colours" in result.stderr
+
+
+def test_a_task_file_that_does_not_parse_is_one_line(tmp_path):
+    need_extra("lmms_eval")
+    (tmp_path / "broken.yaml").write_text("task: broken\ndataset_path: [unclosed\n  : : :\n")
+    args = [
+        "eval",
+        "--model",
+        "tiny",
+        "--device",
+        "cpu",
+        "--tasks",
+        "broken",
+        "--output",
+        str(tmp_path / "a.jsonl"),
+    ]
+    result = RUNNER.invoke(app, [*args, "--include-path", str(tmp_path)])
+    said = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert said[-1].startswith("error: --include-path") and "cannot read its task files" in said[-1], said
