@@ -11,7 +11,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from profiler.cli import options
-from profiler.cli.common import describe, err, fail, out, progress, say, write_failed
+from profiler.cli.common import (
+    describe,
+    err,
+    fail,
+    out,
+    progress,
+    say,
+    warn_untested_versions,
+    write_failed,
+)
 from profiler.records import check_output, new_run_id
 from workloads.errors import InputError
 from workloads.presets import DEFAULT_PROMPT
@@ -68,6 +77,7 @@ def oom_boundary(
         check_output(output)
         require_gpu(device)
         options.check_to_measure(plan.points, force)
+        warn_untested_versions()
         from profiler.session import open_runner
 
         with err.status("building the model…"):

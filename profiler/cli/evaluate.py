@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from profiler.cli import options
-from profiler.cli.common import err, fail, out
+from profiler.cli.common import err, fail, out, warn_untested_versions
 from profiler.cli.run import DEFAULT_OUTPUT
 from profiler.records import WriteFailed, check_output, new_run_id
 from workloads.errors import InputError
@@ -72,6 +72,7 @@ def evaluate(
         if not allow_download:
             accuracy.stay_offline()  # before lmms-eval imports datasets and the Hub client
         options.check_to_measure(plan.points, force)
+        warn_untested_versions()
         accuracy.quiet()
         err.print(f"checking {len(names)} task(s) and their datasets…", highlight=False)
         manager = accuracy.task_manager(names, include_path)
