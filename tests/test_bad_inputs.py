@@ -173,6 +173,8 @@ CASES = [
     # oom-boundary, predict
     (["oom-boundary", *TINY], 2, "use hired-bench predict"),
     (["oom-boundary", *TINY, "--max-batch", "0"], 2, "--max-batch must be at least 1"),
+    (["oom-boundary", *TINY, "--output", "/proc/nope/b.jsonl"], 2, "cannot hold new files"),
+    (["oom-boundary", *TINY, "--output", "photo.jpg/b.jsonl"], 2, "is not a folder"),
     (["predict", "--gpu-memory", "0"], 2, "leaves nothing for PyTorch"),
     (["predict", "--gpu-memory", "lots"], 2, "memory size must look like"),
     (["predict", "--gpu-memory", "24GiB", "--dtype", "int8"], 2, "unknown --dtype"),
