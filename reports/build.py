@@ -7,7 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from profiler.console import MEANINGLESS, agreement_text, baseline_of, method_label
+from profiler.console import MEANINGLESS, agreement_text, baselines, method_label
 from profiler.metrics import PEAK_MEMORY_ORDER, median
 from reports import figures
 from reports.data import (
@@ -59,6 +59,7 @@ def ratios(record: dict, base: dict | None) -> tuple[float | None, float | None,
 def summary_table(rows: list[dict]) -> Table:
     """Each method against the baseline of its own run at the same batch size; agreement with the
     baseline's outputs (greyed with random weights)."""
+    baseline_of = baselines(rows)
     table = Table(
         [
             "batch",
@@ -87,7 +88,7 @@ def summary_table(rows: list[dict]) -> Table:
                 continue
             visual = r["metrics"].get("visual_tokens") or {}
             kept = visual.get("kept") or []
-            speedup, e2e_ratio, saved = ratios(r, baseline_of(r, rows))
+            speedup, e2e_ratio, saved = ratios(r, baseline_of(r))
             table.rows.append(
                 [
                     *head,
@@ -114,13 +115,13 @@ def random_weights(rows: list[dict]) -> bool:
 
 def headline_table(rows: list[dict]) -> Table | None:
     """Per budget, the method with the best median TTFT speed-up over the batch sizes measured."""
-    labels = figures.param_labels(rows)
+    labels, baseline_of = figures.param_labels(rows), baselines(rows)
     by_budget: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
         budget = r["config"]["budget"]
         if r["config"]["method"] == "none" or r["status"] != "ok":
             continue
-        by_budget[budget][method_label(r, labels[id(r)])].append((r, ratios(r, baseline_of(r, rows))))
+        by_budget[budget][method_label(r, labels[id(r)])].append((r, ratios(r, baseline_of(r))))
     table = Table(
         ["budget", "best method", "TTFT speed-up", "e2e tok/s × base", "memory saved", "batch sizes"],
         [],
@@ -149,7 +150,8 @@ def headline_table(rows: list[dict]) -> Table | None:
 def agreement_figure(rows: list[dict], folder: Path, name: str):
     """Speed-up against agreement at the batch size with the most points that have both."""
     usable = [r for r in rows if r["status"] == "ok" and (r.get("metrics") or {}).get("agreement")]
-    speedups = {id(r): ratios(r, baseline_of(r, rows))[:2] for r in usable}
+    baseline_of = baselines(rows)
+    speedups = {id(r): ratios(r, baseline_of(r))[:2] for r in usable}
     usable = [r for r in usable if any(v is not None for v in speedups[id(r)])]
     if len(usable) < 2:
         return None
