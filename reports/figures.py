@@ -261,32 +261,53 @@ def by_batch(points: list[dict], metric: str, budget, title: str) -> MplFigure:
     return fig
 
 
+PHASE_BARS = 40  # bars per panel: a figure a person can read (and that matplotlib draws in seconds)
+
+
 def phases(points: list[dict], title: str) -> MplFigure | None:
-    """TTFT split into preprocess / vision / select / project / prefill, stacked, per method and batch."""
+    """TTFT split into preprocess / vision / select / project / prefill, stacked, per method, budget and
+    parameter setting (the median over points that share them) and batch size."""
     rows = [r for r in points if r["status"] == "ok" and (r.get("metrics") or {}).get("phases_s")]
     if not rows:
         return None
+    params = param_labels(rows)
     batches = sorted({r["config"]["batch_size"] for r in rows})
-    fig, axes = _figure(len(batches), height=0.5 + 0.42 * len(rows) / len(batches) + 1.2)
-    for ax, batch in zip(axes, batches, strict=True):
-        mine = sorted(
+    panels = {}
+    for batch in batches:
+        bars: dict[str, list[dict]] = {}
+        for r in sorted(
             (r for r in rows if r["config"]["batch_size"] == batch),
             key=lambda r: (
                 METHOD_ORDER.index(r["config"]["method"]) if r["config"]["method"] in METHOD_ORDER else 99,
                 str(r["config"]["budget"]),
             ),
-        )
-        labels = [f"{r['config']['method']} {budget_label(r['config']['budget'])}" for r in mine]
-        left = np.zeros(len(mine))
+        ):
+            label = f"{r['config']['method']} {budget_label(r['config']['budget'])} {params[id(r)]}".strip()
+            bars.setdefault(label, []).append(r)
+        panels[batch] = bars
+    tallest = min(PHASE_BARS, max(map(len, panels.values())))
+    fig, axes = _figure(len(batches), height=0.5 + 0.42 * tallest + 1.2)
+    for ax, batch in zip(axes, batches, strict=True):
+        labels = list(panels[batch])[:PHASE_BARS]
+        left = np.zeros(len(labels))
         for phase, colour in PHASE_COLOURS.items():
             widths = np.array(
-                [(r["metrics"]["phases_s"].get(phase) or {}).get("median") or 0.0 for r in mine]
+                [
+                    np.median(
+                        [(r["metrics"]["phases_s"].get(phase) or {}).get("median") or 0.0 for r in group]
+                    )
+                    for group in (panels[batch][label] for label in labels)
+                ]
             )
             ax.barh(labels, widths, left=left, color=colour, label=phase, height=0.65)
             left += widths
         ax.invert_yaxis()
         ax.set_xlabel("seconds to the first token")
-        ax.set_title(f"batch {batch}", fontsize=10)
+        more = len(panels[batch]) - len(labels)
+        ax.set_title(
+            f"batch {batch}" + (f" (first {len(labels)} of {len(panels[batch])})" if more else ""),
+            fontsize=10,
+        )
     fig.suptitle(title, fontsize=10)
     _legend(fig, axes)
     return fig
