@@ -75,7 +75,8 @@ def baselines(rows: list[dict]) -> Callable[[dict], dict | None]:
     """record -> the baseline it is compared with: the ok `none` point of its own run with its model,
     batch size, fidelity and engine, else of any run with those. Indexed once: a report of 20,000 points
     looks each up in constant time."""
-    index: dict[tuple, list[dict]] = {}
+    first: dict[tuple, dict] = {}  # (model, batch, fidelity, engine) -> the first baseline
+    own: dict[tuple, dict] = {}  # the same and the run id -> the run's first baseline
 
     def key(record: dict) -> tuple:
         c = record["config"]
@@ -83,12 +84,11 @@ def baselines(rows: list[dict]) -> Callable[[dict], dict | None]:
 
     for r in rows:
         if r["config"]["method"] == "none" and r["status"] == "ok":
-            index.setdefault(key(r), []).append(r)
+            first.setdefault(key(r), r)
+            own.setdefault((*key(r), r.get("run_id")), r)
 
     def baseline_of(record: dict) -> dict | None:
-        same = index.get(key(record), [])
-        own = (r for r in same if r.get("run_id") == record.get("run_id"))
-        return next(own, same[0] if same else None)
+        return own.get((*key(record), record.get("run_id"))) or first.get(key(record))
 
     return baseline_of
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,9 @@ def _legend(fig: MplFigure, axes: list) -> None:
         )
 
 
+MAX_BASELINE_LINES = 3  # more baselines in one panel (several runs) are drawn as their median
+
+
 def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
     """metric against the share of visual tokens kept; one line per method, one panel per batch size."""
     batches = sorted({r["config"]["batch_size"] for r in points})
@@ -185,21 +189,18 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
     fig, axes = _figure(len(batches))
     for ax, batch in zip(axes, batches, strict=True):
         rows = [r for r in points if r["config"]["batch_size"] == batch]
-        for base in (r for r in rows if r["config"]["method"] == "none"):
-            y, _ = value(base, metric)
-            if y is None:
-                ax.text(
-                    0.02,
-                    0.9,
-                    f"all tokens: {base['status'].upper()}",
-                    transform=ax.transAxes,
-                    color=FAILED,
-                    fontsize=8,
-                )
-            else:
-                ax.axhline(
-                    y, color=COLOURS["none"], linestyle="--", linewidth=1.2, label="all tokens (baseline)"
-                )
+        bases = [r for r in rows if r["config"]["method"] == "none"]
+        found = [y for y in (value(r, metric)[0] for r in bases) if y is not None]
+        if len(found) < len(bases):
+            failed = Counter(r["status"].upper() for r in bases if value(r, metric)[0] is None)
+            said = ", ".join(f"{n} × {status}" if n > 1 else status for status, n in failed.items())
+            ax.text(0.02, 0.9, f"all tokens: {said}", transform=ax.transAxes, color=FAILED, fontsize=8)
+        if len(found) > MAX_BASELINE_LINES:  # one line for many runs: their median, said so
+            found, label = [float(np.median(found))], f"all tokens (median of {len(found)} baselines)"
+        else:
+            label = "all tokens (baseline)"
+        for y in found:
+            ax.axhline(y, color=COLOURS["none"], linestyle="--", linewidth=1.2, label=label)
         series = [s for s in _series_of(rows, labels) if s[0] != "none"]
         seen: dict[str, int] = {}
         for i, (method, label, mine) in enumerate(series):
