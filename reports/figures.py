@@ -222,10 +222,8 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
                 **style,
             )
         ax.set_title(f"batch {batch}", fontsize=10)
-        ax.set_xlabel(
-            "visual tokens kept (% of all candidates"
-            + ("; LLM-stage methods: % of token-layers)" if any(inside_llm(r) for r in rows) else ")")
-        )
+        # short: a longer label overlapped the next panel's; LLM-stage methods say "x: token-layer share"
+        ax.set_xlabel("visual tokens kept (% of all)")
         ax.set_ylabel(METRICS[metric])
         ax.set_xlim(0, 105)
         _from_zero(ax)
