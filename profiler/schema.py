@@ -11,7 +11,7 @@ another type is skipped and counted with the field's path, never read into a tra
 from __future__ import annotations
 
 SIZE_LIMIT = 1 << 20  # "size": batch sizes, token counts, pixels; anything larger is no measurement made here
-DEPTH_LIMIT = 64  # nesting of a record; real records are at most 5 deep
+DEPTH_LIMIT = 32  # nesting inside a free-form field (method_params); real values are flat
 
 
 class MAP:
@@ -156,14 +156,14 @@ REQUIRED = {
 }
 
 
-def type_problem(value, spec, path: str = "", depth: int = 0) -> str | None:
+def type_problem(value, spec, path: str = "") -> str | None:
     """Why `value` does not fit `spec` (naming the field), or None. A null field fits every spec."""
-    if value is None or spec == "any":
+    if value is None:
         return None
-    if depth > DEPTH_LIMIT:
-        return f"{path or 'record'} is nested deeper than {DEPTH_LIMIT}"
+    if spec == "any":  # any value, but not one nested so deep that printing it would recurse too far
+        return f"{path} is nested deeper than {DEPTH_LIMIT}" if _deeper(value, DEPTH_LIMIT) else None
     if isinstance(spec, tuple):
-        fits = any(type_problem(value, s, path, depth) is None for s in spec)
+        fits = any(type_problem(value, s, path) is None for s in spec)
         return None if fits else f"{path} is not {' or '.join(map(_name, spec))}"
     if isinstance(spec, dict | MAP):
         if not isinstance(value, dict):
@@ -176,7 +176,7 @@ def type_problem(value, spec, path: str = "", depth: int = 0) -> str | None:
             where = f"{path}.{key}" if path else str(key)
             if item is None and required:
                 return f"{where} is missing"
-            if why := type_problem(item, inner, where, depth + 1):
+            if why := type_problem(item, inner, where):
                 return why
         return None
     if isinstance(spec, list):
@@ -185,7 +185,7 @@ def type_problem(value, spec, path: str = "", depth: int = 0) -> str | None:
         for i, item in enumerate(value):
             if item is None:  # a field may be null; an item of a list is a value
                 return f"{path}[{i}] is null"
-            if why := type_problem(item, spec[0], f"{path}[{i}]", depth + 1):
+            if why := type_problem(item, spec[0], f"{path}[{i}]"):
                 return why
         return None
     if spec == STATS:
@@ -193,7 +193,7 @@ def type_problem(value, spec, path: str = "", depth: int = 0) -> str | None:
             return f"{path} is not a stats object"
         for key, item in value.items():
             inner = {"values": ["number"], "stdev": "nonneg"}.get(key, "number")
-            if why := type_problem(item, inner, f"{path}.{key}", depth):
+            if why := type_problem(item, inner, f"{path}.{key}"):
                 return why
         return None
     return None if SCALARS[spec](value) else f"{path} is not {_name(spec)}"
@@ -208,6 +208,18 @@ def record_problem(record: dict, kind: str) -> str | None:
         if value is None:
             return f"no {path}"
     return type_problem(record, KIND_SPECS[kind])
+
+
+def _deeper(value, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` deep (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            stack.extend((inner, depth + 1) for inner in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def _number(value) -> bool:

@@ -146,8 +146,10 @@ def test_deep_values_stop_at_the_spec():
     deep: list = []
     for _ in range(10_000):
         deep = [deep]
-    assert type_problem({"method_params": {"a": deep}}, KIND_SPECS["point"]["config"]) is None
-    assert type_problem({"image_sizes": deep}, KIND_SPECS["point"]["config"]).startswith("image_sizes[0]")
+    config = KIND_SPECS["point"]["config"]
+    assert type_problem({"method_params": {"a": deep}}, config) == "method_params.a is nested deeper than 32"
+    assert type_problem({"method_params": {"a": [[1]]}}, config) is None
+    assert type_problem({"image_sizes": deep}, config).startswith("image_sizes[0]")
 
 
 def test_a_point_measured_again_is_reported_from_its_newest_record(tmp_path):
