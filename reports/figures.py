@@ -422,19 +422,27 @@ AGREEMENT_AXES = {"ttft": "TTFT speed-up (× baseline)", "e2e": "end-to-end toke
 def speed_vs_agreement(
     rows: list[dict], speedups: dict[int, tuple], title: str, meaningless: bool
 ) -> MplFigure:
-    """Speed-up against agreement with the full model, one point per method and budget, the Pareto
-    front dashed; two panels (TTFT, e2e tokens/s). speedups: id(record) -> (TTFT, e2e) ratios.
-    With random weights every point is greyed under the label that says the x axis means nothing."""
+    """Speed-up against agreement with the full model, one point per method, budget and parameter setting
+    (the median over the runs that share them), the Pareto front dashed; two panels (TTFT, e2e tokens/s).
+    speedups: id(record) -> (TTFT, e2e) ratios. With random weights every point is greyed under the
+    label that says the x axis means nothing."""
     fig, axes = _figure(2, height=3.8)
     labels = param_labels(rows)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["config"]["method"], str(r["config"]["budget"]), labels[id(r)]), []).append(r)
     for ax, (which, ylabel) in zip(axes, AGREEMENT_AXES.items(), strict=True):
         drawn = []
-        for r in rows:
-            agreement = r["metrics"]["agreement"]
-            ratio = speedups[id(r)][0 if which == "ttft" else 1]
-            if ratio is None:
+        for mine in groups.values():
+            pairs = [
+                (r["metrics"]["agreement"]["prefix"]["mean"], speedups[id(r)][0 if which == "ttft" else 1])
+                for r in mine
+            ]
+            pairs = [(x, y) for x, y in pairs if y is not None]
+            if not pairs:
                 continue
-            x, y = agreement["prefix"]["mean"], ratio
+            x, y = (float(np.median(values)) for values in zip(*pairs, strict=True))
+            r = mine[0]
             method = r["config"]["method"]
             colour = COLOURS.get(method, "#333333")
             baseline = method == "none"
