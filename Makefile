@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := $(VENV)/.extras
 
-.PHONY: install bench smoke report test test-oldest lint docs clean gpu-study
+.PHONY: install bench smoke report test test-fast test-oldest lint docs clean gpu-study
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ report: install
 test: $(EXTRAS)
 	HIRED_BENCH_EXTRAS=required $(BIN)/python -m pytest -q
 	$(MAKE) test-oldest
+
+# the inner loop: the core install, no slow, Ray or lmms-eval tests (make test runs them all)
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not ray and not eval"
 
 # the lower end of the transformers range (also what the lent GPU machines run): the tests that reach into
 # transformers (method glue, LLM stage, capture, presets, engines, eval adapter) in a venv of their own

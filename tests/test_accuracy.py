@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from profiler.cli import app
 from tests.conftest import need_extra
 
+pytestmark = pytest.mark.eval  # make test-fast leaves these out
+
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "tests" / "fixtures" / "lmms_tasks"
 COLOURS = TASKS / "hired_colours"

@@ -31,6 +31,7 @@ def exact(result: dict) -> tuple:
     ("method", "budget", "params", "fidelity"),
     [("none", 1.0, {}, "paper"), ("hired", 1.0, HIRED, "paper"), ("none", 1.0, {}, "reference")],
 )
+@pytest.mark.slow
 def test_full_budget_agrees_exactly(tiny, method, budget, params, fidelity):
     runner = Runner(tiny, "r", {}, warmup=0, repeats=1)
     record = runner.measure(workload(), Point(method, budget, params, fidelity))
@@ -59,6 +60,7 @@ def test_hand_built_pair():
     assert got["kl_first"]["values"] == pytest.approx([kl0, kl1], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_the_extra_request_never_enters_the_timing(tiny, monkeypatch):
     """With a clock that ticks once per reading, every timed value is a count of clock readings inside
     a request: equal with and without agreement exactly when the extra requests stay out."""
@@ -133,6 +135,7 @@ def test_run_table_shows_agreement_greyed_for_random_weights(tmp_path):
     assert all(r["metrics"]["agreement"]["prefix"]["values"] for r in records)
 
 
+@pytest.mark.slow
 def test_isolated_points_honour_no_agreement(tmp_path):
     grid = tmp_path / "g.toml"
     grid.write_text(

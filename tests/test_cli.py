@@ -70,6 +70,7 @@ def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", [0.1, 0.2, 0.37])
 def test_run_writes_records_with_exact_budgets(tmp_path, budget):
     out = tmp_path / "r.jsonl"
@@ -121,6 +122,7 @@ def test_run_writes_records_with_exact_budgets(tmp_path, budget):
     assert records[1]["config"]["prompt_tokens"] == [prompt_text + k for k in hired["kept"]]
 
 
+@pytest.mark.slow
 def test_run_prints_table_with_ratios_and_appends(tmp_path):
     out = tmp_path / "r.jsonl"
     for _ in range(2):
@@ -132,6 +134,7 @@ def test_run_prints_table_with_ratios_and_appends(tmp_path):
     assert len(lines(out)) == 4  # the second run appended
 
 
+@pytest.mark.slow
 def test_save_outputs_keeps_token_ids(tmp_path):
     out = tmp_path / "r.jsonl"
     result = invoke(*FAST, "--batch", "2", "--output", str(out), "--save-outputs")
@@ -288,6 +291,7 @@ def test_prumerge_plus_failure_is_recorded_and_the_others_go_on(tmp_path, monkey
     assert records["prumerge"]["metrics"]["visual_tokens"]["kept"] == [5]  # one summary per partition
 
 
+@pytest.mark.slow
 def test_method_all_measures_every_method_once(tmp_path):
     out = tmp_path / "r.jsonl"
     result = invoke(*FAST, "--method", "all", "--budget", "0.2", "--batch", "1", "--output", str(out))

@@ -209,6 +209,7 @@ def test_every_bad_line_is_skipped_and_counted_by_reason(tmp_path):
     assert only_bad.exit_code == 2 and "no usable result records" in only_bad.stderr
 
 
+@pytest.mark.slow
 def test_a_200mb_file_reads_in_bounded_memory(tmp_path):
     big = tmp_path / "big.jsonl"
     r = json.loads(json.dumps(GOOD))
@@ -250,6 +251,7 @@ def test_a_7b_float32_on_a_24gib_host_is_refused_at_once(tmp_path, monkeypatch):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_slow_load_says_what_was_kept(tmp_path):
     out = tmp_path / "r.jsonl"
     slow = f"""
@@ -276,6 +278,7 @@ def test_ctrl_c_during_a_slow_load_says_what_was_kept(tmp_path):
     assert code == 130 and said[-1] == "interrupted: no point recorded" and took < 10, (code, said, took)
 
 
+@pytest.mark.slow
 def test_ctrl_c_after_some_points_counts_them(tmp_path):
     out = tmp_path / "r.jsonl"
     slow = f"""

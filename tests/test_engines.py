@@ -41,6 +41,7 @@ def prepared(lm, image):
     return prepare_batch(lm.model, pixels["pixel_values"], sizes, ids, METHODS["hired"], 0.2, params)
 
 
+@pytest.mark.slow
 def test_compiled_engine_gives_eager_results_and_compiles_outside_the_timed_requests(tiny):
     # an input whose greedy choice is clear at every step (top-2 logit margin > 0.05), so numerical
     # differences between the engines cannot flip a token: the first synthetic picture that has one

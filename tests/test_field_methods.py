@@ -92,6 +92,7 @@ def test_visionzip_equals_its_token_by_token_oracle_at_7b_shapes():
         torch.testing.assert_close(sel.tokens, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_divprune_equals_the_greedy_loop_at_7b_shapes():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 2880, 4096, generator=g)

@@ -81,6 +81,7 @@ def test_the_samples_are_valid_and_every_kind_is_covered():
     assert {r.get("kind", "point") for r in records} == set(KIND_SPECS)
 
 
+@pytest.mark.slow
 def test_every_wrong_typed_field_is_refused_or_reported(tmp_path):
     results, refused = Results(), 0
     kinds = {

@@ -42,6 +42,7 @@ def eager():
     return lm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_fastv_keeps_what_eager_attention_ranks_first(tiny, eager, k):
     images = synthetic_images([(600, 600)], 1, seed=4)
@@ -157,6 +158,7 @@ def test_sdpa_stays_on_and_no_attention_matrix_is_built(tiny, monkeypatch):
     assert calls and all(w is None for w in weights)  # SDPA returns no attention weights: none were built
 
 
+@pytest.mark.slow
 def test_budget_one_is_the_stock_path(tiny):
     images = synthetic_images([(600, 600), (1000, 300)], 2, seed=5)
     stock, _ = prepared(tiny, images, "none", 1.0)

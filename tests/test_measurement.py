@@ -237,6 +237,7 @@ def test_host_peak_rss_is_a_window_that_resets():
     )  # the freed block is out of the new window
 
 
+@pytest.mark.slow
 def test_versions_outside_the_tested_range_are_said(monkeypatch, tmp_path):
     import transformers
 

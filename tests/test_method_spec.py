@@ -162,6 +162,7 @@ def test_one_planner_orders_and_keys_points():
     assert Point(**{**old.__dict__, "new_tokens": 8, "warmup": 1, "repeats": 2}).key == "df8d4cd6ba863798"
 
 
+@pytest.mark.slow
 def test_a_method_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
     """tests/example_method.py + this registration: listed, takes --param, sweeps, measured by run."""
     monkeypatch.setitem(METHODS, "stride", STRIDE)

@@ -82,6 +82,7 @@ def stock_inputs(lm, images, kept):
     return {"input_ids": input_ids, "attention_mask": mask, **pixels}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["hired", "none"])
 def test_budget_one_is_the_stock_path_bit_for_bit(tiny, method):
     images = synthetic_images(MIXED, 3, seed=5)

@@ -113,6 +113,7 @@ def test_every_vision_method_keeps_exact_counts(twin):
         assert batch.full == [576, 576, 576]  # LLaVA-1.5: one partition of 576 tokens, whatever the size
 
 
+@pytest.mark.slow
 def test_budget_one_is_the_stock_model_bit_for_bit(twin):
     images = synthetic_images(MIXED, 3, seed=5)
     ours = prepared(twin, images, "hired", 1.0)
@@ -125,6 +126,7 @@ def test_budget_one_is_the_stock_model_bit_for_bit(twin):
     assert torch.equal(stock, mine)
 
 
+@pytest.mark.slow
 def test_mixed_batch_equals_one_by_one(twin):
     images = synthetic_images(MIXED, 3, seed=11)
     for method in ("hired", "visionzip", "prumerge", "fastv", "dart"):

@@ -20,6 +20,8 @@ from tests.conftest import need_extra
 from workloads.errors import InputError
 from workloads.sweep import load_sweep
 
+pytestmark = pytest.mark.ray  # make test-fast leaves these out
+
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = CliRunner()
 SLOW = """

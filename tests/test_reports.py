@@ -52,6 +52,7 @@ def report(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_expected_figure_is_a_real_image(report):
     expected = [f"w{w}-{m}-vs-{axis}" for w in (1, 2) for m in METRICS for axis in ("budget", "batch")]
     expected += [
@@ -142,6 +143,7 @@ def chromium() -> str:
     return shutil.which("chromium") or pytest.skip("chromium still not found after installing it")
 
 
+@pytest.mark.slow
 def test_html_renders_in_headless_chromium(report, tmp_path):
     browser = chromium()
     shot = tmp_path / "shot.png"
@@ -185,6 +187,7 @@ def test_compare_two_gpus(tmp_path):
     assert alone.exit_code == 2 and "needs results from two machines" in alone.stderr
 
 
+@pytest.mark.slow
 def test_compare_two_gpus_from_one_file(tmp_path):
     # a Ray sweep with `accelerators` writes every GPU type's records into one file
     both = tmp_path / "both.jsonl"
@@ -267,6 +270,7 @@ def test_speed_against_agreement_draws_the_pareto_front():
     assert all(any(t.get_gid() == "meaningless" for t in ax.texts) for ax in greyed.axes[:2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", ["pretrained", "random"])
 def test_report_places_agreement_and_accuracy_beside_speed(tmp_path, weights):
     rows = agreeing(weights)

@@ -338,6 +338,7 @@ def test_run_step_stops_at_its_box(tmp_path):
     ["exec sleep 60", "trap '' INT; exec sleep 60"],
     ids=["child", "child-ignoring-sigint"],
 )
+@pytest.mark.slow
 def test_run_step_stops_the_whole_process_group(tmp_path, child):
     # a leader with a child of its own (a sampler, a compiler, one that ignores SIGINT): all end at the box
     ready = tmp_path / "ready"
@@ -430,6 +431,7 @@ def tiny_study(folder: Path, deadline_s: float) -> Study:
     return Study(CPU, folder, steps, deadline_s, kept, cut)
 
 
+@pytest.mark.slow
 def test_run_study_boxes_skips_and_only(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -606,6 +608,7 @@ def test_sampler_integrates_power_without_the_counter(fake_nvml):
     assert reading.energy == (reading.power_energy_mj, "power_integral")
 
 
+@pytest.mark.slow
 def test_stop_sends_sigint_first(tmp_path):
     # SIGINT first: the suite's commands catch it to keep and report what they recorded
     code = (
@@ -620,6 +623,7 @@ def test_stop_sends_sigint_first(tmp_path):
     assert "interrupted: kept what was recorded" in (tmp_path / "logs" / "polite.log").read_text()
 
 
+@pytest.mark.slow
 def test_stop_kills_a_leader_that_ignores_sigint(tmp_path):
     code = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)

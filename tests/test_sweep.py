@@ -131,6 +131,7 @@ def test_sweep_file_errors_name_the_key(tmp_path, text, message):
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_sweep_with_injected_ooms_records_every_point(tmp_path, monkeypatch):
     real = profiler.runner.run_request
 
@@ -154,6 +155,7 @@ def test_sweep_with_injected_ooms_records_every_point(tmp_path, monkeypatch):
     assert "8 points measured: 6 ok, 2 oom, 0 error" in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_kill_measures_each_point_once(tmp_path):
     grid = write(tmp_path, SMALL.replace("[1, 2]", "[1, 2, 3]"))
     out = tmp_path / "r.jsonl"
@@ -221,6 +223,7 @@ def test_boundary_search_edges():
     assert broken.largest_fitting == 4 and "batch 8" in broken.stopped_by
 
 
+@pytest.mark.slow
 def test_oom_boundary_command_against_a_fake_oom(tmp_path, monkeypatch):
     real = profiler.runner.run_request
 
