@@ -63,12 +63,7 @@ def agreement_text(record: dict) -> str:
     found = (record.get("metrics") or {}).get("agreement")
     if not found:
         return "n/a"
-    parts = (
-        (found.get("first_token"), ".2f"),
-        ((found.get("prefix") or {}).get("mean"), ".2f"),
-        ((found.get("kl_first") or {}).get("mean"), ".3f"),
-    )
-    return " · ".join("–" if value is None else format(value, spec) for value, spec in parts)
+    return f"{found['first_token']:.2f} · {found['prefix']['mean']:.2f} · {found['kl_first']['mean']:.3f}"
 
 
 def baselines(rows: list[dict]) -> Callable[[dict], dict | None]:

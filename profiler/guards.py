@@ -212,8 +212,8 @@ def estimate_seconds(points, agreement: bool = True) -> float:
 
     total, configs, rate = 0.0, {}, None
     for point in points:
-        device = resolve_device(point.device).type
-        name = resolve_model_name(point.model, resolve_device(point.device))
+        resolved = resolve_device(point.device)
+        device, name = resolved.type, resolve_model_name(point.model, resolved)
         if name not in configs:
             configs[name] = model_config(name)
         config = configs[name]

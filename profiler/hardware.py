@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 from functools import cache
-from pathlib import Path
 
 import torch
 import transformers
@@ -73,23 +72,15 @@ TESTED = ("torch", "transformers")  # the packages whose range make test proves 
 
 
 def requirements() -> list[str]:
-    """The suite's requirement lines: the installed package's metadata, or, run from a checkout without an
-    install (the GPU study), its pyproject.toml."""
+    """The suite's requirement lines: the installed package's metadata, or the checkout's pyproject.toml."""
     from importlib.metadata import PackageNotFoundError, requires
+
+    from profiler.records import checkout_project
 
     try:
         return requires("hired-bench") or []
     except PackageNotFoundError:
-        pass
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
-            return tomllib.load(f)["project"]["dependencies"]
-    except (OSError, KeyError, ValueError):
-        return []
+        return checkout_project().get("dependencies") or []
 
 
 def untested_versions() -> list[str]:

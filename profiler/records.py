@@ -15,7 +15,6 @@ import fcntl
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 import uuid
@@ -49,13 +48,22 @@ def suite_version() -> str:
     try:
         return version("hired-bench")
     except PackageNotFoundError:
-        pass
+        found = checkout_project().get("version")
+        return f"{found}+checkout" if found else "unknown"
+
+
+def checkout_project() -> dict:
+    """The [project] table of the checkout's pyproject.toml (for a run from a checkout without an
+    install: the GPU study); empty where there is none."""
     try:
-        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
-    except OSError:
-        return "unknown"
-    found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
-    return f"{found[1]}+checkout" if found else "unknown"
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+            return tomllib.load(f).get("project") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def new_run_id() -> str:

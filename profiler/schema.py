@@ -189,14 +189,14 @@ def type_problem(value, spec, path: str = "") -> str | None:
                 return why
         return None
     if spec == STATS:
-        if not isinstance(value, dict) or not all(_number(value.get(k)) for k in ("median", "mean")):
+        if not isinstance(value, dict) or not all(is_number(value.get(k)) for k in ("median", "mean")):
             return f"{path} is not a stats object"
         for key, item in value.items():
             inner = {"values": ["number"], "stdev": "nonneg"}.get(key, "number")
             if why := type_problem(item, inner, f"{path}.{key}"):
                 return why
         return None
-    return None if SCALARS[spec](value) else f"{path} is not {_name(spec)}"
+    return None if SCALARS[spec][0](value) else f"{path} is not {_name(spec)}"
 
 
 def record_problem(record: dict, kind: str) -> str | None:
@@ -222,41 +222,33 @@ def _deeper(value, limit: int) -> bool:
     return False
 
 
-def _number(value) -> bool:
+def is_number(value) -> bool:
+    """A JSON number that is a number here: not a boolean, finite (and not near float's edge)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e300
 
 
-def _whole(value) -> bool:
+def is_whole(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# name -> (test, what the test accepts, in words)
 SCALARS = {
-    "number": _number,
-    "whole": _whole,
-    "nonneg": lambda v: _number(v) and v >= 0,
-    "fraction": lambda v: _number(v) and 0 < v <= 1,
-    "fraction0": lambda v: _number(v) and 0 <= v <= 1,
-    "size": lambda v: _whole(v) and 0 <= v <= SIZE_LIMIT,
-    "pair": lambda v: (
-        isinstance(v, list) and len(v) == 2 and all(_whole(x) and 0 < x <= SIZE_LIMIT for x in v)
+    "number": (is_number, "a number"),
+    "whole": (is_whole, "a whole number"),
+    "nonneg": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "fraction": (lambda v: is_number(v) and 0 < v <= 1, "a fraction in (0, 1]"),
+    "fraction0": (lambda v: is_number(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
+    "size": (lambda v: is_whole(v) and 0 <= v <= SIZE_LIMIT, f"a whole number in 0..{SIZE_LIMIT}"),
+    "pair": (
+        lambda v: isinstance(v, list) and len(v) == 2 and all(is_whole(x) and 0 < x <= SIZE_LIMIT for x in v),
+        "[width, height]",
     ),
-    "text": lambda v: isinstance(v, str),
-    "flag": lambda v: isinstance(v, bool),
+    "text": (lambda v: isinstance(v, str), "text"),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
 }
 
 
 def _name(spec) -> str:
-    names = {
-        "number": "a number",
-        "whole": "a whole number",
-        "nonneg": "a number >= 0",
-        "fraction": "a fraction in (0, 1]",
-        "fraction0": "a fraction in [0, 1]",
-        "size": f"a whole number in 0..{SIZE_LIMIT}",
-        "text": "text",
-        "flag": "true or false",
-        "pair": "[width, height]",
-    }
     if isinstance(spec, str):
-        return names.get(spec, spec)
+        return SCALARS[spec][1] if spec in SCALARS else spec
     return "a list" if isinstance(spec, list) else "an object"

@@ -10,7 +10,7 @@ from pathlib import Path
 from hired.methods import METHODS
 from profiler.metrics import peak_memory_gib
 from profiler.records import KINDS, SCHEMA_VERSION, STATUSES, iter_lines
-from profiler.schema import record_problem
+from profiler.schema import is_number, is_whole, record_problem
 from workloads.plan import MAX_POINTS
 
 METHOD_ORDER = list(METHODS)  # the registry's order: baseline, HiRED, the field's methods, baselines
@@ -51,19 +51,11 @@ def result_files(paths: list[Path]) -> list[Path]:
     return list({f.resolve(): f for f in files}.values())
 
 
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def problem(record: dict) -> str | None:
     """Why a parsed line is not a record this suite can use, or None when it is: the schema's types
     (profiler.schema), then what the types cannot say (version, kind, status, batch size)."""
     version = record.get("schema_version")
-    if not _whole(version):
+    if not is_whole(version):
         return "no schema_version"
     if version > SCHEMA_VERSION:
         return f"schema version {version} is newer than this suite's {SCHEMA_VERSION}"
@@ -97,7 +89,7 @@ def _accuracy_problem(record: dict, metrics) -> str | None:
         isinstance(metrics, dict)
         and isinstance(metrics.get("task"), str)
         and isinstance(metrics.get("metric"), str)
-        and _number(metrics.get("value"))
+        and is_number(metrics.get("value"))
     )
     return None if ok else "an accuracy record without task, metric or value"
 
@@ -148,13 +140,13 @@ def load_results(paths: list[Path]) -> Results:
                 kept[key] = (digest, _slim(record))
         except OSError as exc:
             results.skipped[(str(path), f"unreadable: {exc.strerror or exc}")] += 1
+    target = {
+        "oom_boundary": results.boundaries,
+        "prediction": results.predictions,
+        "accuracy": results.accuracy,
+        "instrument_check": results.checks,
+    }
     for _, record in kept.values():
-        target = {
-            "oom_boundary": results.boundaries,
-            "prediction": results.predictions,
-            "accuracy": results.accuracy,
-            "instrument_check": results.checks,
-        }
         target.get(record.get("kind", "point"), results.points).append(record)
     return results
 

@@ -151,6 +151,16 @@ def _series_of(points: list[dict], labels: dict[int, str]) -> list[tuple[str, st
     return out
 
 
+def by_setting(points: list[dict]) -> dict[str, list[dict]]:
+    """'method budget params' -> its points, in method order: one mark per setting where runs repeat."""
+    labels = param_labels(points)
+    groups: dict[str, list[dict]] = {}
+    for r in sorted(points, key=method_key):
+        c = r["config"]
+        groups.setdefault(f"{c['method']} {budget_label(c['budget'])} {labels[id(r)]}".strip(), []).append(r)
+    return groups
+
+
 def _style(method: str, index_within_method: int) -> dict:
     return {"color": COLOURS.get(method), "linestyle": LINESTYLES[index_within_method % len(LINESTYLES)]}
 
@@ -189,10 +199,9 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
     fig, axes = _figure(len(batches))
     for ax, batch in zip(axes, batches, strict=True):
         rows = [r for r in points if r["config"]["batch_size"] == batch]
-        bases = [r for r in rows if r["config"]["method"] == "none"]
-        found = [y for y in (value(r, metric)[0] for r in bases) if y is not None]
-        if len(found) < len(bases):
-            failed = Counter(r["status"].upper() for r in bases if value(r, metric)[0] is None)
+        bases = [(r, value(r, metric)[0]) for r in rows if r["config"]["method"] == "none"]
+        found = [y for _, y in bases if y is not None]
+        if failed := Counter(r["status"].upper() for r, y in bases if y is None):
             said = ", ".join(f"{n} × {status}" if n > 1 else status for status, n in failed.items())
             ax.text(0.02, 0.9, f"all tokens: {said}", transform=ax.transAxes, color=FAILED, fontsize=8)
         if len(found) > MAX_BASELINE_LINES:  # one line for many runs: their median, said so
@@ -269,21 +278,8 @@ def phases(points: list[dict], title: str) -> MplFigure | None:
     rows = [r for r in points if r["status"] == "ok" and (r.get("metrics") or {}).get("phases_s")]
     if not rows:
         return None
-    params = param_labels(rows)
     batches = sorted({r["config"]["batch_size"] for r in rows})
-    panels = {}
-    for batch in batches:
-        bars: dict[str, list[dict]] = {}
-        for r in sorted(
-            (r for r in rows if r["config"]["batch_size"] == batch),
-            key=lambda r: (
-                METHOD_ORDER.index(r["config"]["method"]) if r["config"]["method"] in METHOD_ORDER else 99,
-                str(r["config"]["budget"]),
-            ),
-        ):
-            label = f"{r['config']['method']} {budget_label(r['config']['budget'])} {params[id(r)]}".strip()
-            bars.setdefault(label, []).append(r)
-        panels[batch] = bars
+    panels = {batch: by_setting([r for r in rows if r["config"]["batch_size"] == batch]) for batch in batches}
     tallest = min(PHASE_BARS, max(map(len, panels.values())))
     fig, axes = _figure(len(batches), height=0.5 + 0.42 * tallest + 1.2)
     for ax, batch in zip(axes, batches, strict=True):
@@ -427,10 +423,7 @@ def speed_vs_agreement(
     speedups: id(record) -> (TTFT, e2e) ratios. With random weights every point is greyed under the
     label that says the x axis means nothing."""
     fig, axes = _figure(2, height=3.8)
-    labels = param_labels(rows)
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["config"]["method"], str(r["config"]["budget"]), labels[id(r)]), []).append(r)
+    labels, groups = param_labels(rows), by_setting(rows)
     for ax, (which, ylabel) in zip(axes, AGREEMENT_AXES.items(), strict=True):
         drawn = []
         for mine in groups.values():

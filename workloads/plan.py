@@ -30,12 +30,12 @@ BOUNDS = {
 MAX_POINTS = 20_000  # a plan larger than this is refused before it is expanded: split it into several files
 
 
-def check_bound(name: str, value, flag: str) -> str | None:
-    """Why a measuring count is out of bounds (NaN and infinity too), naming it as `flag`; None if not."""
+def check_bound(name: str, value) -> str | None:
+    """Why a measuring count is out of bounds (NaN and infinity too): "must be in LOW..HIGH, got V"."""
     low, high = BOUNDS[name]
     if not low <= value <= high:  # False for NaN
         unit = " seconds" if isinstance(low, float) else ""
-        return f"{flag} must be in {low:g}..{high:g}{unit}, got {value:g}"
+        return f"must be in {low:g}..{high:g}{unit}, got {value:g}"
     return None
 
 

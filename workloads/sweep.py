@@ -199,8 +199,8 @@ def load_sweep(path: Path) -> Sweep:
     new_tokens = _positive_ints(source, "new_tokens", data.get("new_tokens", [15]))
     image_sizes = _image_sizes(source, data.get("image_sizes", ["600x600"]))
     for key in ("warmup", "repeats", "seed", "min_duration"):
-        if key in data and (why := check_bound(key, data[key], "")):
-            raise _fail(source, key, f"out of range:{why.removeprefix(' must be')}")
+        if key in data and (why := check_bound(key, data[key])):
+            raise _fail(source, key, f"out of range: {why}")
     if "<image>" in data.get("prompt", "") or not data.get("prompt", "x").strip():
         raise _fail(source, "prompt", "must be a question without <image> (the template places the image)")
     fidelity = data.get("fidelity", "paper")

@@ -173,8 +173,8 @@ def plan_command(
     comma-separated lists)."""
     from workloads.plan import plan_points
 
-    if why := check_bound("min_duration", common.get("min_duration", 0.0), "--min-duration"):
-        raise InputError(why)
+    if why := check_bound("min_duration", common.get("min_duration", 0.0)):
+        raise InputError(f"--min-duration {why}")
     return plan_points(
         method_entries(method, budget, fidelity, param),
         models=[name.strip() for name in model.split(",")],
@@ -198,8 +198,8 @@ def check_counts(batch: int, new_tokens: int, warmup: int, repeats: int) -> None
     if new_tokens < 1:
         raise InputError(f"--new-tokens must be at least 1, got {new_tokens}")
     for name, value in (("warmup", warmup), ("repeats", repeats)):
-        if why := check_bound(name, value, f"--{name}"):
-            raise InputError(why)
+        if why := check_bound(name, value):
+            raise InputError(f"--{name} {why}")
 
 
 def check_weights(weights: str) -> None:
