@@ -1,12 +1,16 @@
-"""Does measuring change what is measured? Decode tokens/s with the profiler against a bare loop.
+"""What does a user's run pay for being measured? The suite's request against a bare generate().
 
-    python -m profiler.bench_overhead [--model auto] [--batch 4] [--new-tokens 64] [--rounds 20]
+    python -m profiler.bench_overhead [--model auto] [--batch 1,4] [--new-tokens 64] [--rounds 20]
 
-Both paths run the same inputs_embeds through generate(). Profiled: what hired-bench adds during
-decoding, i.e. the request timeline, the hook at every generation step (host clock or CUDA event;
-the first token synchronises) and, on a GPU, the NVML sampler process. Bare: nothing. Decode time
-= t(T tokens) - t(1 token) in both, so only the per-step cost differs; each round runs both paths
-back to back and the median of the per-round ratios is reported. Prints figures; asserts nothing.
+Suite: `run_request` as `run` times it (preprocessing, the vision tower and projector outside
+generate, the timeline, the step clock at every generation step, the first token synchronised) and,
+on a GPU, with the NVML sampler process running. Bare: what a user's own script does, the image
+processor then one generate() on input_ids and pixels, with only a host-clock hook at each step
+(optimum-benchmark's per-token tracker, 0.2 us a call). Both decode exactly T tokens, EOS ignored.
+Decode tokens/s = B x (T - 1) / (last step - first step), the whole request is wall time. Each round
+runs both paths back to back (which one first alternates, each after an untimed request of its
+own); the median of the per-round ratios is reported with the middle half. Prints figures; asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -17,40 +21,91 @@ import time
 from dataclasses import dataclass
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
-from hired.glue import picture_sizes, prepare_batch
-from hired.methods import METHODS
-from profiler.runner import generate_tokens
+from hired.glue import expand_prompts, pad_id
+from profiler.runner import prepare_request, run_request
 from profiler.timing import StepClock, Timeline
 from workloads.images import synthetic_images
 from workloads.models import load_model
+from workloads.plan import Point, Workload
 from workloads.presets import DEFAULT_PROMPT
 
 
-def generate_seconds(lm, batch, new_tokens: int, profiled: bool, sampler=None) -> float:
-    """Wall time of one generate() call (synchronised at both ends), with or without the profiler."""
-    processors = []
-    if profiled:
-        timeline = Timeline(lm.device)
-        timeline.start()
-        processors.append(StepClock(timeline))
-        if sampler:
-            sampler.begin()
-    if lm.device.type == "cuda":
-        torch.cuda.synchronize(lm.device)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def suite_seconds(lm, workload: Workload, point: Point, sampler=None) -> tuple[float, float]:
+    """(wall seconds, first to last step) of one request as `run` measures it, the sampler running."""
+    if sampler:
+        sampler.begin()
+    _sync(lm.device)
     start = time.perf_counter()
-    generate_tokens(lm.model, batch, new_tokens, processors).cpu()
+    steps = run_request(lm, workload, point).steps
     seconds = time.perf_counter() - start
-    if profiled:
-        timeline.mark_host("end")
-        timeline.times()
-        if sampler:
-            sampler.end()
-    return seconds
+    if sampler:
+        sampler.end()
+    return seconds, steps[-1] - steps[0]
+
+
+class HostSteps(LogitsProcessor):
+    """The host clock at every generation step, and nothing else."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.times.append(time.perf_counter())
+        return scores
+
+
+@dataclass
+class BareRequest:
+    """A user's own request: the prompt's ids with the image placeholders the model expects."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+    @classmethod
+    def of(cls, lm, workload: Workload) -> BareRequest:
+        point = Point("none", None, batch_size=workload.batch_size)
+        counts = prepare_request(lm, workload.images, [workload.prompt] * workload.batch_size, point).kept
+        ids, mask = expand_prompts(
+            [lm.prompt_ids(workload.prompt)] * workload.batch_size,
+            counts,
+            lm.model.config.image_token_id,
+            pad_id(lm.model),
+        )
+        return cls(ids.to(lm.device), mask.to(lm.device))
+
+
+@torch.inference_mode()
+def bare_seconds(lm, workload: Workload, request: BareRequest) -> tuple[float, float]:
+    """(wall seconds, first to last step) of the image processor and one plain generate() on the same
+    pictures and prompt."""
+    steps = HostSteps()
+    _sync(lm.device)
+    start = time.perf_counter()
+    pixels = lm.image_processor(workload.images, return_tensors="pt")
+    extra = {"image_sizes": pixels["image_sizes"].to(lm.device)} if "image_sizes" in pixels else {}
+    lm.model.generate(
+        input_ids=request.input_ids,
+        attention_mask=request.attention_mask,
+        pixel_values=pixels["pixel_values"].to(lm.device, lm.dtype),
+        **extra,
+        max_new_tokens=workload.new_tokens,
+        eos_token_id=None,
+        do_sample=False,
+        pad_token_id=pad_id(lm.model),
+        logits_processor=LogitsProcessorList([steps]),
+    ).cpu()
+    return time.perf_counter() - start, steps.times[-1] - steps.times[0]
 
 
 def hook_cost_us(device: torch.device, calls: int = 20_000) -> float:
-    """What the profiler adds to one generation step, timed over many calls (steps after the first)."""
+    """What the step clock adds to one generation step, timed over many calls (steps after the first)."""
     timeline = Timeline(device)
     timeline.start()
     clock = StepClock(timeline)
@@ -64,60 +119,85 @@ def hook_cost_us(device: torch.device, calls: int = 20_000) -> float:
 
 @dataclass
 class Overhead:
-    """Decode tokens/s bare and profiled, over paired rounds."""
+    """The suite's request against a bare generate(), over paired rounds; ratios are suite / bare rates."""
 
-    bare_tokens_per_s: float
+    bare_tokens_per_s: float  # decode tokens/s
     profiled_tokens_per_s: float
-    ratio: float  # profiled / bare, median of the per-round ratios
+    ratio: float  # decode tokens/s, suite / bare, median of the per-round ratios
     ratio_spread: tuple[float, float]  # the middle half of the per-round ratios
-    hook_us: float  # the per-step hook alone, microseconds per call
+    request_ratio: float  # whole request (T tokens): bare seconds / suite seconds, median of rounds
+    request_spread: tuple[float, float]
+    hook_us: float  # the step clock alone, microseconds per call
     rounds: int
 
 
-def request_inputs(lm, batch: int):
-    """The full-token inputs of `batch` 600x600 pictures with the default question."""
-    images = synthetic_images([(600, 600)], batch)
-    pixels = lm.image_processor(images, return_tensors="pt")
-    sizes = picture_sizes(pixels, images)
-    ids = [lm.prompt_ids(DEFAULT_PROMPT)] * batch
-    return prepare_batch(lm.model, pixels["pixel_values"].to(lm.device), sizes, ids, METHODS["none"], 1.0, {})
+def middle(values: list[float]) -> tuple[float, tuple[float, float]]:
+    """The median and the middle half (interquartile range) of some per-round ratios."""
+    ordered = sorted(values)
+    quarter = len(ordered) // 4
+    return statistics.median(ordered), (ordered[quarter], ordered[-quarter - 1])
 
 
 def measure_overhead(lm, batch: int, new_tokens: int, rounds: int, sampler=None, warmup: int = 2) -> Overhead:
-    """Decode tokens/s with the profiler (timeline, step hook, NVML sampler if given) against a bare
-    generate() on the same inputs, `rounds` paired rounds after `warmup` untimed pairs."""
-    inputs = request_inputs(lm, batch)
+    """The suite's request (with the NVML sampler if given) against a bare generate() on the same
+    600x600 pictures and default question: `rounds` paired rounds after `warmup` untimed ones."""
+    if new_tokens < 2:
+        raise ValueError("decoding needs at least 2 new tokens")
+    pictures = synthetic_images([(600, 600)], batch)
+    long, short = (Workload(pictures, DEFAULT_PROMPT, tokens) for tokens in (new_tokens, 1))
+    point = Point("none", None, batch_size=batch, new_tokens=new_tokens)
+    request = BareRequest.of(lm, long)
     steps = batch * (new_tokens - 1)
 
-    def decode_rate(profiled: bool) -> float | None:
-        long = generate_seconds(lm, inputs, new_tokens, profiled, sampler)
-        short = generate_seconds(lm, inputs, 1, profiled, sampler)
-        # a one-token request that took longer than the long one: noise above the decode time, no rate
-        return steps / (long - short) if long > short else None
+    def timed(suite: bool) -> tuple[float, float]:
+        """(seconds of the T-token request, its decode tokens/s)."""
+        # an untimed request first settles the allocator after the other path's (else the first
+        # request after a switch runs a few % slower on a CPU, whichever path it is)
+        if suite:
+            suite_seconds(lm, short, point, sampler)
+            seconds, decode_s = suite_seconds(lm, long, point, sampler)
+        else:
+            bare_seconds(lm, short, request)
+            seconds, decode_s = bare_seconds(lm, long, request)
+        return seconds, steps / decode_s
 
     for _ in range(warmup):
-        decode_rate(False), decode_rate(True)
-    rates = []
-    for i in range(3 * rounds):  # the first path alternates: no order effect (caches, clocks) in the ratio
-        rate = {
-            profiled: decode_rate(profiled) for profiled in ((False, True) if i % 2 == 0 else (True, False))
-        }
-        if None not in rate.values():
-            rates.append((rate[False], rate[True]))
-        if len(rates) == rounds:
-            break
-    if not rates:
-        raise RuntimeError(f"decode time below the clock's noise in {3 * rounds} rounds: use more new tokens")
-    ratios = sorted(p / b for b, p in rates)
-    quarter = len(ratios) // 4
+        timed(False), timed(True)
+    paired = []
+    for i in range(rounds):  # the first path alternates: no order effect (caches, clocks) in the ratio
+        found = {suite: timed(suite) for suite in ((False, True) if i % 2 == 0 else (True, False))}
+        paired.append((found[False], found[True]))
+    ratio, spread = middle([suite[1] / bare[1] for bare, suite in paired])
+    request_ratio, request_spread = middle([bare[0] / suite[0] for bare, suite in paired])
     return Overhead(
-        statistics.median(b for b, _ in rates),
-        statistics.median(p for _, p in rates),
-        statistics.median(ratios),
-        (ratios[quarter], ratios[-quarter - 1]),
+        statistics.median(bare[1] for bare, _ in paired),
+        statistics.median(suite[1] for _, suite in paired),
+        ratio,
+        spread,
+        request_ratio,
+        request_spread,
         hook_cost_us(lm.device),
-        len(rates),
+        len(paired),
     )
+
+
+def batches(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes are whole numbers >= 1, comma-separated, not {text!r}")
+    return sizes
+
+
+def at_least(minimum: int):
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"a whole number >= {minimum}, not {text!r}")
+        return int(text)
+
+    return parse
 
 
 def main() -> None:
@@ -126,9 +206,9 @@ def main() -> None:
     )
     parser.add_argument("--model", default="auto")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--batch", type=batches, default=[1, 4], help="batch sizes, comma-separated")
+    parser.add_argument("--new-tokens", type=at_least(2), default=64)
+    parser.add_argument("--rounds", type=at_least(1), default=20)
     args = parser.parse_args()
     lm = load_model(args.model, "auto", "auto", args.device)
     sampler = None
@@ -140,24 +220,25 @@ def main() -> None:
             sampler = SamplerProcess(nvml.uuid) if nvml else None
         except NvmlUnavailable:
             sampler = None
-    found = measure_overhead(lm, args.batch, args.new_tokens, args.rounds, sampler)
-    if sampler:
-        sampler.close()
     print(
-        f"{lm.name} ({lm.weights} weights) on {lm.device}, batch {args.batch}, {args.new_tokens} new tokens, "
-        f"{args.rounds} paired rounds, NVML sampler {'on' if sampler else 'off (no GPU)'}"
+        f"{lm.name} ({lm.weights} weights) on {lm.device}, {args.new_tokens} new tokens, "
+        f"{args.rounds} paired rounds, NVML sampler {'on' if sampler else 'off (no GPU)'}; "
+        "ratios are the suite's rate / a bare generate()'s (1 = no cost), median (middle half)"
     )
-    print(f"decode tokens/s: bare {found.bare_tokens_per_s:.1f}, profiled {found.profiled_tokens_per_s:.1f}")
-    low, high = found.ratio_spread
-    print(
-        f"profiled / bare, median of rounds: {found.ratio:.4f} ({(found.ratio - 1) * 100:+.2f}%; "
-        f"target within 1%), middle half of rounds {low:.3f}-{high:.3f}"
-    )
-    step_us = 1e6 * args.batch / found.profiled_tokens_per_s
-    print(
-        f"the per-step hook itself: {found.hook_us:.2f} us per call = "
-        f"{found.hook_us / step_us:.4%} of a decode step"
-    )
+    try:
+        for batch in args.batch:
+            found = measure_overhead(lm, batch, args.new_tokens, args.rounds, sampler)
+            (low, high), (rlow, rhigh) = found.ratio_spread, found.request_spread
+            step_us = 1e6 * batch / found.profiled_tokens_per_s
+            print(
+                f"batch {batch}: decode tokens/s bare {found.bare_tokens_per_s:.1f}, suite "
+                f"{found.profiled_tokens_per_s:.1f}, ratio {found.ratio:.4f} ({low:.3f}-{high:.3f}); "
+                f"whole request ratio {found.request_ratio:.4f} ({rlow:.3f}-{rhigh:.3f}); "
+                f"step clock {found.hook_us:.2f} us = {found.hook_us / step_us:.3%} of a decode step"
+            )
+    finally:
+        if sampler:
+            sampler.close()
 
 
 if __name__ == "__main__":

@@ -133,6 +133,9 @@ def generate_tokens(
 ) -> torch.Tensor:
     """Greedy decoding of exactly `new_tokens` per sample (EOS ignored): every request does the same work.
 
+    EOS is neither a stop nor masked (vLLM's ignore_eos; optimum-benchmark): min_new_tokens would add
+    logits processors that scan the vocabulary at every step, a cost a bare generate() does not pay.
+
     engine "compiled": a static KV cache sized to the prompt plus `new_tokens`, and the decoding step
     under torch.compile (CUDA graphs on a GPU: mode "reduce-overhead"; the default mode on a CPU);
     the first request of a shape compiles, later ones reuse the graphs.
@@ -145,7 +148,7 @@ def generate_tokens(
         inputs_embeds=batch.inputs_embeds,
         attention_mask=batch.attention_mask,
         max_new_tokens=new_tokens,
-        min_new_tokens=None if stop_at_eos else new_tokens,
+        **({} if stop_at_eos else {"eos_token_id": None}),
         do_sample=False,
         num_beams=1,
         pad_token_id=pad_id(model),

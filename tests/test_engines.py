@@ -41,6 +41,27 @@ def prepared(lm, image):
     return prepare_batch(lm.model, pixels["pixel_values"], sizes, ids, METHODS["hired"], 0.2, params)
 
 
+def test_eos_is_neither_a_stop_nor_masked(tiny):
+    """Exactly T tokens even where greedy picks EOS at every step, and EOS reaches the logits as the
+    model scored it: no min-length processor rescans the vocabulary per step (a bare generate's cost)."""
+    from transformers import LogitsProcessor
+
+    eos = tiny.model.generation_config.eos_token_id
+    arrived = []
+
+    class ForceEos(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            arrived.append(bool(torch.isfinite(scores[:, eos]).all()))
+            forced = torch.full_like(scores, -1e9)
+            forced[:, eos] = 0.0
+            return forced
+
+    batch = prepared(tiny, synthetic_images([(600, 600)], 1)[0])
+    tokens = generate_tokens(tiny.model, batch, STEPS, [ForceEos()])
+    assert tokens.tolist() == [[eos] * STEPS]
+    assert arrived == [True] * STEPS
+
+
 @pytest.mark.slow
 def test_compiled_engine_gives_eager_results_and_compiles_outside_the_timed_requests(tiny):
     # an input whose greedy choice is clear at every step (top-2 logit margin > 0.05), so numerical

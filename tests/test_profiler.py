@@ -209,19 +209,51 @@ def test_suite_version_from_a_checkout(monkeypatch):
     assert records.suite_version() == f"{declared}+checkout"
 
 
-def test_overhead_rounds_below_the_clock_noise_are_dropped(monkeypatch):
-    """A one-token request slower than the long one gives no decode rate (never a negative one): the
-    round is measured again; with nothing but noise the check says so instead of a number."""
+def test_overhead_pairs_rounds_and_alternates_which_path_runs_first(monkeypatch):
+    """Ratios are per-round suite / bare rates (median); each path's timed request follows an untimed
+    one of its own, and which path runs first alternates."""
     import profiler.bench_overhead as bench
 
-    monkeypatch.setattr(bench, "request_inputs", lambda lm, batch: None)
+    monkeypatch.setattr(bench.BareRequest, "of", classmethod(lambda cls, lm, workload: None))
     monkeypatch.setattr(bench, "hook_cost_us", lambda device: 1.0)
+    calls = []
+
+    def fake(path, wall, decode):
+        def timed(lm, workload, *rest):
+            calls.append((path, workload.new_tokens))
+            return wall, decode
+
+        return timed
+
+    # the suite decodes at half the bare rate and takes 1.25 times as long end to end
+    monkeypatch.setattr(bench, "suite_seconds", fake("suite", 1.25, 0.2))
+    monkeypatch.setattr(bench, "bare_seconds", fake("bare", 1.0, 0.1))
     lm = type("LM", (), {"device": "cpu"})()
-    # (long, short) per rate: the warm-up pair and the first round are noise, then two good rounds
-    noisy = iter([0.5, 0.6] * 4 + [1.0, 0.1, 1.1, 0.1] * 2)
-    monkeypatch.setattr(bench, "generate_seconds", lambda *args: next(noisy))
-    found = bench.measure_overhead(lm, 1, 4, rounds=2, warmup=1)
-    assert found.rounds == 2 and found.ratio > 0 and found.bare_tokens_per_s > 0
-    monkeypatch.setattr(bench, "generate_seconds", lambda *a: 0.5)  # long == short: never a rate
-    with pytest.raises(RuntimeError, match="below the clock's noise"):
-        bench.measure_overhead(lm, 1, 4, rounds=2, warmup=0)
+    found = bench.measure_overhead(lm, 2, 6, rounds=3, warmup=0)
+    assert found.rounds == 3 and found.bare_tokens_per_s == 2 * 5 / 0.1
+    assert found.ratio == pytest.approx(0.5) and found.request_ratio == pytest.approx(0.8)
+    assert calls == [  # (path, new tokens): settle with one token, then the timed T tokens
+        *[("bare", 1), ("bare", 6), ("suite", 1), ("suite", 6)],
+        *[("suite", 1), ("suite", 6), ("bare", 1), ("bare", 6)],
+        *[("bare", 1), ("bare", 6), ("suite", 1), ("suite", 6)],
+    ]
+    with pytest.raises(ValueError, match="at least 2 new tokens"):
+        bench.measure_overhead(lm, 1, 1, rounds=1)
+
+
+@pytest.mark.slow
+def test_overhead_runs_the_suite_request_against_a_bare_generate(tiny):
+    """Both paths run for real on the same pictures and prompt, and the bare one is plain transformers:
+    its input_ids hold as many image placeholders as the suite's stock path gives the model."""
+    import profiler.bench_overhead as bench
+    from workloads.images import synthetic_images
+    from workloads.plan import Workload
+
+    workload = Workload(synthetic_images([(600, 600)], 2), "What is shown in this image?", 3)
+    request = bench.BareRequest.of(tiny, workload)
+    placeholders = (request.input_ids == tiny.model.config.image_token_id).sum(dim=1)
+    assert placeholders.tolist() == [2928, 2928]  # 600x600 on LLaVA-Next's 2x2 grid, newlines included
+    wall, decode = bench.bare_seconds(tiny, workload, request)
+    assert wall > decode > 0
+    found = bench.measure_overhead(tiny, 2, 3, rounds=1, warmup=0)
+    assert found.rounds == 1 and found.profiled_tokens_per_s > 0 and found.request_ratio > 0
