@@ -25,23 +25,23 @@ def keep(inputs: LayerInputs, params: dict) -> torch.Tensor:
     last_visual = torch.where(inputs.visual, position, -1).max(dim=1).values
     text = inputs.valid & ~inputs.visual & (position[None, :] > last_visual[:, None])  # after the image
     n_image = torch.clamp(inputs.counts, max=params["pivots_image"])
-    n_text = int(min(params["pivots_text"], int(text.sum(dim=1).min())))
+    n_text = torch.clamp(text.sum(dim=1), max=params["pivots_text"])  # per sample: never the batch's fewest
     image_pivots = top_per_row(size, inputs.visual, n_image)
-    text_pivots = top_per_row(size, text, torch.full_like(inputs.counts, n_text))
-    # pivots in a fixed order: image pivots by key size, then text pivots by key size
-    pivots = torch.cat(
-        [_ranked(size, image_pivots, int(n_image.max())), _ranked(size, text_pivots, n_text)], 1
+    text_pivots = top_per_row(size, text, n_text)
+    # each sample's pivots in a fixed order, its own first: image pivots by key size, then text pivots
+    ranked = torch.cat(
+        [_ranked(size, image_pivots, int(n_image.max())), _ranked(size, text_pivots, int(n_text.max()))], 1
     )
+    pivots = ranked.gather(1, (ranked < 0).int().argsort(dim=1, stable=True))
+    count = (pivots >= 0).sum(dim=1).clamp(min=1)  # per sample: its quota is shared among its own pivots
     features = F.normalize(inputs.norm(inputs.hidden).float(), dim=-1)
     quota = (inputs.counts - n_image).clamp(min=0)
-    count = pivots.shape[1]
     kept = image_pivots.clone()
     rows = torch.arange(b, device=device)
-    for i in range(count):
-        share = quota // count + (i < quota % count).long()
+    for i in range(pivots.shape[1]):
+        share = torch.where(pivots[:, i] >= 0, quota // count + (i < quota % count).long(), 0)
         similarity = (features @ features[rows, pivots[:, i].clamp(min=0)][..., None])[..., 0]
-        chosen = top_per_row(-similarity, inputs.visual & ~kept, torch.where(pivots[:, i] >= 0, share, 0))
-        kept |= chosen
+        kept |= top_per_row(-similarity, inputs.visual & ~kept, share)
     return kept
 
 

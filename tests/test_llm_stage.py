@@ -179,3 +179,47 @@ def test_token_layer_share_in_the_record(tiny):
     layers = tiny.model.config.text_config.num_hidden_layers
     assert visual["kept"] == [576] and visual["full"] == [2880]
     assert visual["token_layer_share"] == [pytest.approx((1 * 2928 + (layers - 1) * 576) / (layers * 2880))]
+
+
+def test_dart_pivots_are_per_sample_whatever_the_other_prompts():
+    """A sample's DART selection is the one it gets alone: a prompt with 2 text tokens after the image
+    in the same batch leaves another sample its 4 text pivots (and its own share of the quota)."""
+    torch.manual_seed(0)
+    width, n_visual = 16, 40
+    texts = (7, 2, 0)  # text tokens after the image: plenty, fewer than the pivots asked, none
+    samples = []
+    for n_text in texts:
+        n = 1 + n_visual + n_text
+        samples.append(
+            {
+                "hidden": torch.randn(n, width),
+                "keys": torch.randn(2, n, width // 2),
+                "visual": torch.tensor([False] + [True] * n_visual + [False] * n_text),
+            }
+        )
+    params = {"pivots_image": 4, "pivots_text": 4, "pivot_rule": "l1"}
+    counts = torch.tensor([9, 13, 6])
+
+    def inputs(group, group_counts):
+        length = max(len(s["visual"]) for s in group)
+
+        def left_pad(t, dim):
+            pad = length - t.shape[dim]
+            return torch.cat([t.new_zeros(*t.shape[:dim], pad, *t.shape[dim + 1 :]), t], dim)
+
+        return LayerInputs(
+            hidden=torch.stack([left_pad(s["hidden"], 0) for s in group]),
+            keys=torch.stack([left_pad(s["keys"], 1) for s in group]),
+            last_query=torch.zeros(len(group), 4, width // 2),
+            visual=torch.stack([left_pad(s["visual"], 0) for s in group]),
+            valid=torch.stack([left_pad(torch.ones(len(s["visual"]), dtype=torch.bool), 0) for s in group]),
+            counts=group_counts,
+            norm=lambda x: x,
+        )
+
+    together = METHODS["dart"].keep(inputs(samples, counts), params)
+    assert together.sum(dim=1).tolist() == counts.tolist()
+    length = together.shape[1]
+    for i, sample in enumerate(samples):
+        alone = METHODS["dart"].keep(inputs([sample], counts[i : i + 1]), params)[0]
+        assert together[i, length - len(alone) :].tolist() == alone.tolist(), f"sample {i} differs"
