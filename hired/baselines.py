@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hired.capture import VisionBatch
-from hired.layout import ImageLayout
+from hired.layout import ImageLayout, released_candidates
 from hired.spec import Derived, Method, Param, Selection, budget_tokens
 
 
@@ -50,10 +50,11 @@ def pool_grid(tokens: torch.Tensor, rows: int, cols: int, size: tuple[int, int])
 
 
 def select_all(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
-    """Every candidate (the reference baseline; paper fidelity takes the stock path instead)."""
+    """Every candidate, un-padded as the released HiRED code does at rate 1 (the reference baseline;
+    paper fidelity takes the stock path instead)."""
     out = []
     for layout, features in zip(batch.layouts, batch.split(batch.features), strict=True):
-        kept = layout.candidates.to(features.device)
+        kept = released_candidates(layout).to(features.device)
         out.append(Selection(features.flatten(0, 1)[kept], kept))
     return out
 

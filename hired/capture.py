@@ -25,7 +25,7 @@ class VisionBatch:
     layouts: list[ImageLayout]
     features: torch.Tensor  # (sum P, n, C) projector input, CLS dropped
     heads: int  # attention heads of the vision tower
-    queries: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (sum P, C) CLS query
+    queries: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (sum P, 1 + n, C), CLS first
     keys: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (sum P, 1 + n, C), CLS first
     project: Callable[[torch.Tensor], torch.Tensor] | None = None  # the projector, for methods that need it
     source_sizes: list[tuple[int, int]] | None = None  # (height, width) of the pictures before any resize
@@ -38,7 +38,18 @@ class VisionBatch:
         """(sum P, heads, n) CLS row at the patch keys; heads=1 is full width (no head split).
 
         softmax=False gives the scaled logits q.k / sqrt(d) instead of the probabilities."""
-        return cls_attention(self.queries[layer], self.keys[layer], heads or self.heads, softmax)
+        return cls_attention(self.queries[layer][:, 0], self.keys[layer], heads or self.heads, softmax)
+
+    def released_cls_attention(self, layer: int, heads: int | None = None) -> torch.Tensor:
+        """(sum P, heads, n) the CLS row as the HiRED and PruMerge releases compute it: the whole
+        attention matrix in the model's dtype (q k^T, scaled after the product, then the softmax)."""
+        queries, keys = self.queries[layer], self.keys[layer]
+        heads = heads or self.heads
+        s, t, c = queries.shape
+        d = c // heads
+        q = queries.view(s, t, heads, d).transpose(1, 2)
+        k = keys.view(s, t, heads, d).transpose(1, 2)
+        return ((q @ k.transpose(-2, -1)) * d**-0.5).softmax(dim=-1)[:, :, 0, 1:]
 
     def head_mean_keys(self, layer: int) -> torch.Tensor:
         """(sum P, n, C / heads) patch keys of a layer averaged over heads (CLS dropped)."""
@@ -91,7 +102,7 @@ def _hooks(model, layers_needed: set[int], store: dict):
         attn = layers[layer].self_attn
 
         def keep_query(_m, _i, out, layer=layer):
-            store[("q", layer)] = out[:, 0]
+            store[("q", layer)] = out  # all queries: the released code's scores use the whole matrix
 
         def keep_keys(_m, _i, out, layer=layer):
             store[("k", layer)] = out

@@ -12,7 +12,7 @@ import math
 import torch
 
 from hired.capture import VisionBatch
-from hired.layout import ImageLayout, top_per_row
+from hired.layout import ImageLayout, released_candidates, top_per_row
 from hired.spec import Derived, Method, Param, Selection, budget_tokens, vision_layer
 
 
@@ -116,22 +116,24 @@ def select_hired_reference(
     N_0 = min(int(N_total * alpha), 576); N_sub = min(N_total - N_0, (P - 1) * 576). The sub-image
     shares come from a top-int(576 * (1 - alpha)) mask of the base's l_init attention counted over
     flat raster chunks (reshape(nph, npw, -1)), int-truncated and capped at 576 (remainders lost).
-    Top-k runs over all 576 tokens of a partition; un-padding then drops what fell in padding.
+    Top-k runs over all 576 tokens of a partition, on the scores as given (the release's dtype) and
+    with torch.topk's own tie order; un-padding, with the release's int() arithmetic, then drops what
+    fell in padding.
     """
     n = layout.side**2
     p = layout.partitions
     device = final_scores.device
-    candidates = layout.candidates.to(device)
+    candidates = released_candidates(layout).to(device)
     if budget >= 1.0:  # the released code only selects when the rate is below 1
         return candidates
     if p == 1:  # the released LLaVA-1.5 code: top int(576 * b) by layer-22 attention, raster order
-        top = torch.topk(final_scores[0].float(), min(n, int(n * budget))).indices
+        top = torch.topk(final_scores[0], min(n, int(n * budget))).indices
         return top.sort().values
     n_total = int(p * n * budget)
     n0 = min(int(n_total * alpha), n)
     n_sub = min(n_total - n0, (p - 1) * n)
     mask = torch.zeros(n, dtype=torch.bool, device=device)
-    mask[torch.topk(init_scores.float(), int(n * (1 - alpha))).indices] = True
+    mask[torch.topk(init_scores, int(n * (1 - alpha))).indices] = True
     counts = mask.reshape(layout.grid[0], layout.grid[1], -1).sum(-1).reshape(-1).float()
     if counts.sum() == 0:
         raise ValueError(
@@ -141,16 +143,17 @@ def select_hired_reference(
     kept = torch.zeros(p * n, dtype=torch.bool, device=device)
     for part, k in enumerate(budgets):
         if k:
-            kept[part * n + torch.topk(final_scores[part].float(), k).indices] = True
+            kept[part * n + torch.topk(final_scores[part], k).indices] = True
     return candidates[kept[candidates]]
 
 
 def select(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
-    """Per image: the kept projector inputs, in stock order (paper) or the released code's order."""
-    summed = {
-        layer: batch.split(batch.cls_attention(layer).sum(1))
-        for layer in {params["l_init"], params["l_final"]}
-    }
+    """Per image: the kept projector inputs, in stock order (paper) or the released code's order.
+
+    Paper: float32 scores, ties to the lower index. Reference: the release's scores, in the model's
+    dtype from the whole attention matrix, summed over heads in that dtype."""
+    scores = batch.released_cls_attention if fidelity == "reference" else batch.cls_attention
+    summed = {layer: batch.split(scores(layer).sum(1)) for layer in {params["l_init"], params["l_final"]}}
     out = []
     for i, (layout, features) in enumerate(zip(batch.layouts, batch.split(batch.features), strict=True)):
         init, final = summed[params["l_init"]][i][0], summed[params["l_final"]][i]

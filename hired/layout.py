@@ -62,14 +62,38 @@ def image_layout(image_size: tuple[int, int], config, base_only: bool = False) -
     if partitions == 1 or base_only:
         return ImageLayout(tuple(image_size), (0, 0), side, base, (side, side), config)
     nph, npw = get_anyres_image_grid_shape(list(image_size), config.image_grid_pinpoints, vision.image_size)
-    # canvas[y, x] = flat index of the token drawn there, laid out as pack_image_features lays features out
+    kept = unpad_image(sub_image_canvas((nph, npw), side)[None], list(image_size))[0]
+    candidates = torch.cat([base, kept.reshape(-1)])
+    return ImageLayout(tuple(image_size), (nph, npw), side, candidates, tuple(kept.shape), config)
+
+
+def sub_image_canvas(grid: tuple[int, int], side: int) -> torch.Tensor:
+    """(nph * side, npw * side): canvas[y, x] = flat index of the token drawn there, laid out as
+    pack_image_features lays the sub-image features out."""
+    nph, npw = grid
     rows = torch.arange(nph * side)[:, None]
     cols = torch.arange(npw * side)[None, :]
     partition = 1 + (rows // side) * npw + cols // side
-    canvas = partition * n + (rows % side) * side + cols % side
-    kept = unpad_image(canvas[None], list(image_size))[0]
-    candidates = torch.cat([base, kept.reshape(-1)])
-    return ImageLayout(tuple(image_size), (nph, npw), side, candidates, tuple(kept.shape), config)
+    return partition * side**2 + (rows % side) * side + cols % side
+
+
+def released_candidates(layout: ImageLayout) -> torch.Tensor:
+    """The candidates as the released code (transformers 4.42) un-pads them: int(original * scale),
+    where transformers 5 rounds to 7 places first; the two differ on some sizes (a 704 x 396 picture:
+    1824 candidates there, 1920 here). Same grid geometry as `image_layout` (4.42's transposed grid is not
+    reproduced, docs/methods.md)."""
+    if layout.partitions == 1:
+        return layout.candidates
+    canvas = sub_image_canvas(layout.grid, layout.side)
+    rows, cols = canvas.shape
+    height, width = layout.image_size
+    if width / height > cols / rows:
+        padding = (rows - int(height * (cols / width))) // 2
+        kept = canvas[padding : rows - padding]
+    else:
+        padding = (cols - int(width * (rows / height))) // 2
+        kept = canvas[:, padding : cols - padding]
+    return torch.cat([layout.candidates[: layout.side**2], kept.reshape(-1)])
 
 
 def valid_masks(layouts: list[ImageLayout], n: int, device) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Scores: the CLS row of the last vision layer's attention at full width (one head). Kept tokens
 absorb their 32 most key-similar tokens weighted by CLS attention, and one summary token sums the
 dropped ones. Paper fidelity: exact budgets over valid (un-padded) tokens, raster order. Reference
-fidelity (adaptive only): the released code's behaviour, padding included, descending order.
+fidelity (adaptive only): the released code's behaviour, one partition at a time in the model's
+dtype, padding included, its own order.
 """
 
 from __future__ import annotations
@@ -86,13 +87,9 @@ def merge(
 
 
 def plan(
-    attention: torch.Tensor,
-    valid: torch.Tensor,
-    budgets: list[int] | None,
-    plus: bool,
-    reference: bool,
+    attention: torch.Tensor, valid: torch.Tensor, budgets: list[int] | None, plus: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Which tokens each partition keeps, in the order the LLM gets them.
+    """Which tokens each partition keeps (paper fidelity), in raster order.
 
     Returns kept_idx (S, n) sorted into LLM order (the first kept_count[s] entries are kept),
     kept_count (S,), and emit (S,) whether the partition sends its summary token.
@@ -113,25 +110,17 @@ def plan(
         emit = budget > 0
     top = rank < top_count[:, None]
     extra = torch.zeros_like(top)
-    if plus and slots is None:  # adaptive PruMerge+: the released code's regular grid of tokens
+    if plus and slots is None:  # adaptive PruMerge+: the released code's regular grid, over valid tokens
         total = valid.sum(dim=1)
         pairs = zip(outliers.tolist(), total.tolist(), strict=True)
         stride = torch.tensor([plus_stride(o, t) for o, t in pairs], device=device)[:, None]
-        # reference: token indices 0..574; paper: positions among the valid tokens, all but the last
-        position = (
-            torch.arange(n, device=device).expand(s, n) if reference else valid.long().cumsum(dim=1) - 1
-        )
-        limit = torch.full_like(total, REFERENCE_LAST_INDEX) if reference else total - 1
-        extra = valid & (position % stride == 0) & (position < limit[:, None]) & ~top
+        position = valid.long().cumsum(dim=1) - 1  # among the valid tokens, all but the last
+        extra = valid & (position % stride == 0) & (position < (total - 1)[:, None]) & ~top
     elif plus:  # budgeted PruMerge+: fill the remaining slots with evenly spaced valid tokens
         extra = evenly_spaced(valid & ~top, slots - top_count)
     kept = top | extra
     token = torch.arange(n, device=device).expand(s, n)
-    if reference:  # outliers by descending attention, then the supplement ascending
-        key = torch.where(top, rank, torch.where(extra, n + token, 2 * n + token))
-    else:  # raster order
-        key = torch.where(kept, token, n + token)
-    kept_idx = torch.sort(key, dim=1, stable=True).indices
+    kept_idx = torch.sort(torch.where(kept, token, n + token), dim=1, stable=True).indices  # raster order
     return kept_idx, kept.sum(dim=1), emit
 
 
@@ -139,20 +128,19 @@ def select_prumerge(
     batch: VisionBatch, budget: float | None, fidelity: str, params: dict, plus: bool
 ) -> list[Selection]:
     """Per image: merged kept tokens and summary tokens, as Selections (see the module docstring)."""
-    reference = fidelity == "reference"
-    if reference and budget is not None:
-        raise ValueError("prumerge reference fidelity is adaptive only (the released code has no budget)")
     layer = params["layer"]
+    if fidelity == "reference":
+        if budget is not None:
+            raise ValueError("prumerge reference fidelity is adaptive only (the released code has no budget)")
+        return select_reference(batch, layer, plus, params["neighbours"])
     attention = batch.cls_attention(layer, heads=1)[:, 0]  # (S, n): full width, no head split
     keys = F.normalize(batch.keys[layer][:, 1:].float(), dim=-1)
-    s, n = attention.shape
-    valid = torch.ones(s, n, dtype=torch.bool, device=attention.device)
-    if not reference:
-        valid = valid_masks(batch.layouts, n, attention.device)
+    n = attention.shape[1]
+    valid = valid_masks(batch.layouts, n, attention.device)
     budgets = None
     if budget is not None:
         budgets = [c for v in batch.split(valid) for c in apportion(budget, v.sum(1).tolist())]
-    kept_idx, kept_count, emit = plan(attention, valid, budgets, plus, reference)
+    kept_idx, kept_count, emit = plan(attention, valid, budgets, plus)
     width = max(int(kept_count.max()), 1)
     merged, summary = merge(
         batch.features, keys, attention, kept_idx[:, :width], kept_count, valid, params["neighbours"]
@@ -162,30 +150,80 @@ def select_prumerge(
         rows = slice(start, start + layout.partitions)
         start += layout.partitions
         out.append(
-            _assemble(
-                layout, kept_idx[rows], kept_count[rows], emit[rows], merged[rows], summary[rows], reference
-            )
+            _assemble(layout, kept_idx[rows], kept_count[rows], emit[rows], merged[rows], summary[rows])
         )
     return out
 
 
-def _assemble(layout, kept_idx, kept_count, emit, merged, summary, reference: bool) -> Selection:
-    """One image's tokens.
-
-    Reference: partition by partition, each followed by its summary token. Paper: base tokens and
-    their summary, then sub-image tokens in the un-padded canvas's raster order, then their summaries.
-    """
+def _assemble(layout, kept_idx, kept_count, emit, merged, summary) -> Selection:
+    """One image's tokens: base tokens and their summary, then sub-image tokens in the un-padded
+    canvas's raster order, then their summaries."""
     n = layout.side**2
     partitions = range(layout.partitions)
     counts = kept_count.tolist()
     flat = [kept_idx[p, : counts[p]] + p * n for p in partitions]
     tokens = [merged[p, : counts[p]] for p in partitions]
     summaries = [summary[p : p + 1] if emit[p] else summary[p:p] for p in partitions]
-    if reference or layout.partitions == 1:
-        return Selection(
-            torch.cat([t for p in partitions for t in (tokens[p], summaries[p])]), torch.cat(flat)
-        )
+    if layout.partitions == 1:
+        return Selection(torch.cat([tokens[0], summaries[0]]), flat[0])
     return stock_order(layout, flat, tokens, summaries)
+
+
+def select_reference(batch: VisionBatch, layer: int, plus: bool, neighbours: int) -> list[Selection]:
+    """Per image, partition by partition as the released code runs it (one partition per call, in
+    the model's dtype): its kept tokens in its order, each partition followed by its summary token."""
+    attention = batch.released_cls_attention(layer, heads=1)[:, 0]  # (S, n)
+    keys = batch.keys[layer][:, 1:]
+    parts = [
+        reference_partition(x, k, a, plus, neighbours)
+        for x, k, a in zip(batch.features, keys, attention, strict=True)
+    ]
+    out, start = [], 0
+    for layout in batch.layouts:
+        mine = parts[start : start + layout.partitions]
+        kept = [idx + p * layout.side**2 for p, (idx, _, _) in enumerate(mine)]
+        tokens = [t for _, merged, summary in mine for t in (merged, summary)]
+        out.append(Selection(torch.cat(tokens), torch.cat(kept)))
+        start += layout.partitions
+    return out
+
+
+def reference_partition(
+    features: torch.Tensor, keys: torch.Tensor, attention: torch.Tensor, plus: bool, neighbours: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One partition as released (42Shawn/LLaVA-PruMerge 097c041, clip_encoder.py): (kept ids in its
+    order, merged (k, C), summary (1, C)). The outliers come from torch.topk (its tie order), the
+    PruMerge+ grid after them ascending; each kept token takes its `neighbours` most key-similar
+    tokens among the others listed as the release lists them (kept before it, kept after it, then
+    the rest ascending, so ties fall the same way) and adds their attention-weighted sum, all in the
+    inputs' dtype with the release's operations, one token at a time."""
+    n = attention.shape[0]
+    outliers = int(
+        outlier_counts(attention[None], torch.ones(1, n, dtype=torch.bool, device=attention.device))
+    )
+    ratio = outliers / n
+    kept = torch.topk(attention[None], int(n * ratio), dim=1).indices[0]
+    if plus:
+        taken = set(kept.tolist())
+        grid = range(0, REFERENCE_LAST_INDEX, plus_stride(outliers, n))
+        extra = torch.tensor([j for j in grid if j not in taken], dtype=torch.long, device=kept.device)
+        kept = torch.cat([kept, extra])
+    is_kept = torch.zeros(n, dtype=torch.bool, device=kept.device)
+    is_kept[kept] = True
+    rest = (~is_kept).nonzero().squeeze(1)  # ascending
+    kept_keys, rest_keys = F.normalize(keys[kept], dim=-1), F.normalize(keys[rest], dim=-1)
+    kept_x, rest_x, kept_a, rest_a = features[kept], features[rest], attention[kept], attention[rest]
+    merged = torch.zeros_like(kept_x)
+    for i in range(len(kept)):
+        others = torch.cat([kept_keys[:i], kept_keys[i + 1 :], rest_keys])
+        x = torch.cat([kept_x[:i], kept_x[i + 1 :], rest_x])
+        a = torch.cat([kept_a[:i], kept_a[i + 1 :], rest_a])
+        similarity = torch.bmm(kept_keys[i][None, None], others.T[None])
+        chosen = torch.topk(similarity, k=neighbours, dim=2).indices.squeeze()
+        weighted = torch.sum(x[None][:, chosen] * a[None][:, chosen][..., None], dim=1)
+        merged[i] = kept_x[i] + weighted if plus else weighted + kept_x[i]  # the release's operand order
+    summary = torch.sum(rest_x[None] * rest_a[None][..., None], dim=1)
+    return kept, merged, summary
 
 
 def _method(name: str, plus: bool, summary: str) -> Method:

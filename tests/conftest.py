@@ -40,3 +40,11 @@ def need_extra(module: str):
 
         return importlib.import_module(module)
     return pytest.importorskip(module)
+
+
+def with_patch_queries(cls_query: torch.Tensor, seed: int) -> torch.Tensor:
+    """(S, 577, C) queries of a layer: the given CLS query first, random patch queries after (drawn
+    from their own generator, so the rest of a fake batch stays what its seed made)."""
+    g = torch.Generator().manual_seed(seed + 1_000)
+    patches = torch.randn(cls_query.shape[0], 576, cls_query.shape[1], generator=g)
+    return torch.cat([cls_query[:, None], patches.to(cls_query.dtype)], dim=1)

@@ -146,3 +146,89 @@ def globalcom2_image(layout, logits, budget, alpha, temperature):
         kept += [p * n + j for j in sorted(tokens, key=lambda j: (-score[j], j))[: counts[p - 1]]]
     order = {c: i for i, c in enumerate(layout.candidates.tolist())}
     return sorted(kept, key=lambda c: order[c])
+
+
+# The released HiRED code, hasanar1f/HiRED at 502d6dd, its patched
+# transformers/src/transformers/models/llava_next/modeling_llava_next.py, restated step by step:
+# ViT_Attn_Hook.get_attn (lines 77-96), HiRED_sub_img_budgets (497-516), HiRED_token_selection
+# (518-560), unpad_image (167-210) and the mask handling of pack_HiRED_image_features (782-860).
+# Everything stays in the inputs' dtype, as there; the grid is the correct (rows, cols) one (the
+# release's transformers 4.42 transposes non-square grids, a departure docs/methods.md states).
+def hired_release_kept(queries, keys, heads, grid, image_size, budget, alpha, l_init, l_final):
+    """Flat token indices (partition * 576 + j) the release keeps for one image, in its output order."""
+
+    def cls_row(layer):  # the whole matrix per head, scaled after the product, softmax; then row 0
+        q, k = queries[layer], keys[layer]
+        p, t, c = q.shape
+        d = c // heads
+        q = q.view(p, t, heads, d).transpose(1, 2)
+        k = k.view(p, t, heads, d).transpose(1, 2)
+        attention = torch.softmax((q @ k.transpose(-2, -1)) * d**-0.5, dim=-1)
+        return attention[:, :, 0, -576:].sum(dim=1)  # summed over heads, same dtype
+
+    top, bottom = cls_row(l_init), cls_row(l_final)
+    parts, n = bottom.shape
+    mask = torch.zeros(parts, n, dtype=torch.bool)
+    total = int(parts * n * budget)
+    base_budget = min(int(total * alpha), n)
+    sub_budget = min(total - base_budget, (parts - 1) * n)
+    mask[0, bottom[0].topk(base_budget).indices] = True
+    if sub_budget > 0:
+        spread = torch.zeros(n, dtype=torch.bool)
+        spread[top[0].topk(int(n * (1 - alpha))).indices] = True
+        per_chunk = spread.reshape(grid[0], grid[1], -1).sum(dim=-1).reshape(-1)
+        shares = torch.clamp((per_chunk / per_chunk.sum() * sub_budget).int(), max=n)
+        for i, k in enumerate(shares.tolist()):
+            mask[i + 1, bottom[i + 1].topk(k).indices] = True
+    side = 24
+    flat = torch.arange(parts * n).view(parts, n)
+    canvas = flat[1:].view(grid[0], grid[1], side, side).permute(0, 2, 1, 3).reshape(grid[0] * side, -1)
+    canvas_mask = mask[1:].view(grid[0], grid[1], side, side).permute(0, 2, 1, 3).reshape(grid[0] * side, -1)
+    height, width = image_size
+    rows, cols = canvas.shape
+    if width / height > cols / rows:
+        pad = (rows - int(height * (cols / width))) // 2
+        canvas, canvas_mask = canvas[pad : rows - pad], canvas_mask[pad : rows - pad]
+    else:
+        pad = (cols - int(width * (rows / height))) // 2
+        canvas, canvas_mask = canvas[:, pad : cols - pad], canvas_mask[:, pad : cols - pad]
+    return flat[0][mask[0]].tolist() + canvas.flatten()[canvas_mask.flatten()].tolist()
+
+
+# The released PruMerge and PruMerge+, 42Shawn/LLaVA-PruMerge at 097c041,
+# llava/model/multimodal_encoder/clip_encoder.py: complement_idx (12-25), outlier_dectection (34-47),
+# token_prune_merge_advanced (85-172) and token_prune_merge_advanced_plus (174-), restated for one
+# partition (the HiRED release calls it once per partition), in the inputs' dtype as there.
+def prumerge_release(features, queries, keys, plus, neighbours=32):
+    """(kept ids in the release's order, its output tokens: merged kept ones then the summary)."""
+    x = features[None]  # (1, N, C)
+    _, n, c = x.shape
+    attention = torch.softmax((queries[None] @ keys[None].transpose(-2, -1)) * c**-0.5, dim=-1)[:, 0, 1:]
+    values = attention.to(torch.float32).numpy().flatten()
+    q1, q3 = np.percentile(values, 25), np.percentile(values, 75)
+    ratio = len(np.where(values > q3 + 1.5 * (q3 - q1))[0]) / len(values)
+    idx = torch.topk(attention, int(n * ratio), dim=1, largest=True).indices
+    if plus:
+        grid = torch.arange(0, 575, int(int(1 / ratio) / 3))
+        extra = torch.tensor([j for j in grid.tolist() if j not in idx.flatten().tolist()], dtype=torch.long)
+        idx = torch.cat([idx, extra[None]], dim=1)
+    taken = torch.zeros(n, dtype=torch.bool)
+    taken[idx[0]] = True
+    compl = torch.arange(n)[~taken][None]
+    gather = lambda t, i: torch.gather(t, 1, i[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
+    patch_keys = keys[None][:, 1:]
+    kept_x, kept_a = gather(x, idx), torch.gather(attention, 1, idx)
+    rest_x, rest_a = gather(x, compl), torch.gather(attention, 1, compl)
+    kept_k = torch.nn.functional.normalize(gather(patch_keys, idx), p=2, dim=-1)
+    rest_k = torch.nn.functional.normalize(gather(patch_keys, compl), p=2, dim=-1)
+    out = torch.zeros_like(kept_x)
+    for i in range(idx.shape[1]):
+        pool_x = torch.cat([kept_x[:, :i], kept_x[:, i + 1 :], rest_x], dim=1)
+        pool_a = torch.cat([kept_a[:, :i], kept_a[:, i + 1 :], rest_a], dim=1)
+        pool_k = torch.cat([kept_k[:, :i], kept_k[:, i + 1 :], rest_k], dim=1)
+        similar = torch.topk(torch.bmm(kept_k[0, i][None, None], pool_k.transpose(1, 2)), k=neighbours, dim=2)
+        members = similar.indices.squeeze()
+        weighted = torch.sum(pool_x[:, members] * pool_a[:, members][..., None], dim=1)
+        out[0, i] = kept_x[0, i] + weighted if plus else weighted + kept_x[0, i]
+    summary = torch.sum(rest_x * rest_a[..., None], dim=1, keepdim=True)
+    return idx[0].tolist(), torch.cat([out, summary], dim=1)[0]

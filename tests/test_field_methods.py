@@ -14,6 +14,7 @@ from hired.resize import plan_resize
 from hired.spec import VisionShape, apportion
 from profiler.cli import app
 from profiler.records import read_records
+from tests.conftest import with_patch_queries
 from tests.oracles import divprune_greedy, globalcom2_image, visionzip_partition
 from workloads.presets import PRESETS
 
@@ -32,7 +33,10 @@ def fake_batch(config, sizes, width=16, heads=4, seed=0, dtype=torch.float32, la
         layouts,
         torch.randn(s, 576, width, generator=g).to(dtype),
         heads,
-        {layer: (torch.randn(s, width, generator=g) * 2).to(dtype) for layer in layers},
+        {
+            layer: with_patch_queries(torch.randn(s, width, generator=g) * 2, seed).to(dtype)
+            for layer in layers
+        },
         {layer: torch.randn(s, 577, width, generator=g).to(dtype) for layer in layers},
         project=lambda x: x @ projection,
     )
@@ -129,7 +133,7 @@ def test_globalcom2_crops_with_more_thumbnail_score_get_more_tokens(tiny):
     batch = fake_batch(tiny.model.config, [(600, 600)], layers=(3,))
     thumbnail = torch.zeros(24, 24)
     thumbnail[:12, :12] = 40.0  # the top-left crop's region dominates the thumbnail's logits
-    batch.queries[3][0] = 0
+    batch.queries[3][0, 0] = 0
     batch.keys[3][0, 1:] = 0
     logits = thumbnail.flatten()
     import hired.globalcom2 as g2

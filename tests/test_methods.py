@@ -11,12 +11,15 @@ from hired.capture import VisionBatch
 from hired.hired import select_hired, select_hired_reference
 from hired.layout import image_layout
 from hired.methods import METHODS, VisionShape, check_point, method_params
-from hired.prumerge import apportion, merge, outlier_counts, plan, plus_stride
+from hired.prumerge import apportion, merge, outlier_counts, plus_stride, reference_partition
+from tests.conftest import with_patch_queries
 from tests.oracles import (
     hired_reference_budgets,
+    hired_release_kept,
     merge_loop,
     outlier_count_numpy,
     prumerge_plus_reference_order,
+    prumerge_release,
 )
 
 SHAPE = VisionShape(depth=4, feature_layer=2)
@@ -29,7 +32,9 @@ def fake_batch(config, sizes, width=16, heads=4, seed=0, dtype=torch.float32, la
     layouts = [image_layout(size, config) for size in sizes]
     s = sum(layout.partitions for layout in layouts)
     features = torch.randn(s, 576, width, generator=g).to(dtype)
-    queries = {layer: (torch.randn(s, width, generator=g) * 2).to(dtype) for layer in layers}
+    queries = {
+        layer: with_patch_queries(torch.randn(s, width, generator=g) * 2, seed).to(dtype) for layer in layers
+    }
     keys = {layer: torch.randn(s, 577, width, generator=g).to(dtype) for layer in layers}
     return VisionBatch(layouts, features, heads, queries, keys)
 
@@ -151,15 +156,32 @@ def test_batched_merge_equals_the_loop_at_7b_shapes(with_padding):
 
 def test_reference_prumerge_plus_order_equals_the_released_rule():
     g = torch.Generator().manual_seed(2)
-    attention = torch.softmax(torch.randn(3, 576, generator=g) * 2, dim=-1)
-    valid = torch.ones(3, 576, dtype=torch.bool)
-    kept_idx, count, _ = plan(attention, valid, None, plus=True, reference=True)
-    for i in range(3):
-        assert kept_idx[i, : count[i]].tolist() == prumerge_plus_reference_order(attention[i])
-    kept_idx, count, _ = plan(attention, valid, None, plus=False, reference=True)
-    for i in range(3):
-        k = outlier_count_numpy(attention[i])
-        assert count[i] == k and kept_idx[i, :k].tolist() == torch.topk(attention[i], k).indices.tolist()
+    features, keys = torch.randn(576, 8, generator=g), torch.randn(576, 8, generator=g)
+    for _ in range(3):
+        attention = torch.softmax(torch.randn(576, generator=g) * 2, dim=-1)
+        kept, _, _ = reference_partition(features, keys, attention, plus=True, neighbours=32)
+        assert kept.tolist() == prumerge_plus_reference_order(attention)
+        kept, _, _ = reference_partition(features, keys, attention, plus=False, neighbours=32)
+        k = outlier_count_numpy(attention)
+        assert kept.tolist() == torch.topk(attention, k).indices.tolist()
+
+
+@pytest.mark.parametrize("name", ["prumerge", "prumerge+"])
+def test_prumerge_reference_equals_the_release_on_fp16_ties(tiny, name):
+    """Reference PruMerge(+) keeps and merges what the release does, bit for bit in fp16: its scores'
+    dtype, torch.topk's order among tied scores, and which members of a similarity tie it merges."""
+    for seed in range(3):
+        batch = fp16_batch_with_ties(tiny.model.config, (600, 600), seed=seed)
+        (selection,) = run(batch, name, None, "reference")
+        kept, tokens = [], []
+        for p in range(batch.layouts[0].partitions):
+            ids, out = prumerge_release(
+                batch.features[p], batch.queries[3][p], batch.keys[3][p], plus=name == "prumerge+"
+            )
+            kept += [p * 576 + j for j in ids]
+            tokens.append(out)
+        assert selection.kept.tolist() == kept
+        assert torch.equal(selection.tokens, torch.cat(tokens))
 
 
 def test_prumerge_output_layout(tiny):
@@ -234,6 +256,38 @@ def test_hired_reference_budgets_equal_the_transcription(tiny, size, budget):
     assert len(kept) <= int(layout.partitions * 576 * budget)
 
 
+RELEASE_CASES = [
+    (size, budget) for size in [(600, 600), (396, 704), (704, 396)] for budget in (0.1, 0.2, 0.4)
+]
+
+
+def fp16_batch_with_ties(config, size, seed):
+    """A half-precision VisionBatch whose CLS attention ties: every fourth patch key copies its neighbour's
+    (exact ties in any dtype), and fp16 rounding makes more."""
+    batch = fake_batch(config, [size], seed=seed, dtype=torch.float16)
+    for keys in batch.keys.values():
+        keys[:, 2::4] = keys[:, 1::4][:, : keys[:, 2::4].shape[1]]
+    return batch
+
+
+def test_hired_reference_equals_the_release_on_fp16_ties(tiny):
+    """Reference HiRED keeps what the release keeps, token for token and in its order, on fp16 scores
+    full of ties (its dtype, torch.topk's tie order, its int() un-padding: 704 x 396 loses 96 tokens)."""
+    params = method_params(METHODS["hired"], SHAPE)
+    differs_in_float32 = 0
+    for i, (size, budget) in enumerate(RELEASE_CASES):
+        batch = fp16_batch_with_ties(tiny.model.config, size, seed=i)
+        (selection,) = run(batch, "hired", budget, "reference")
+        layout = batch.layouts[0]
+        expected = hired_release_kept(
+            batch.queries, batch.keys, batch.heads, layout.grid, size, budget, 0.5, 0, params["l_final"]
+        )
+        assert selection.kept.tolist() == expected, f"{size} at {budget}"
+        init, final = (batch.cls_attention(layer).sum(1) for layer in (0, params["l_final"]))
+        differs_in_float32 += select_hired_reference(layout, init[0], final, budget, 0.5).tolist() != expected
+    assert differs_in_float32 > 0  # the ties matter: float32 scores would keep other tokens
+
+
 def test_reference_uses_flat_chunks_paper_uses_regions(tiny):
     """Base attention in the top 12 rows (288 tokens = the reference mask size), 1x3 grid. The released
     code counts flat raster chunks of 192 tokens (8 rows): 192, 96, 0 -> sub budgets 2:1:0. Paper mode's
@@ -254,7 +308,7 @@ def test_reference_uses_flat_chunks_paper_uses_regions(tiny):
 def test_prumerge_plus_adaptive_without_outliers_is_an_error(tiny):
     """Zero CLS queries: uniform attention, no outliers, r = 0, where the released code divides by zero."""
     batch = fake_batch(tiny.model.config, [(600, 600)], layers=(3,))
-    batch.queries[3] = torch.zeros_like(batch.queries[3])
+    batch.queries[3][:, 0] = 0
     with pytest.raises(ValueError, match="r = 0"):
         run(batch, "prumerge+", None)
     (sel,) = run(batch, "prumerge", None)  # PruMerge alone keeps no outlier: one summary token per partition
