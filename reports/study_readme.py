@@ -166,6 +166,16 @@ def headline_section(results: Results, outcomes: dict) -> Section:
     )
 
 
+# which software stack each column of the Table 4 comparison comes from
+STACKS = (
+    "Two stacks: the paper's columns come from transformers 4.42 with the HiRED patch (its own "
+    "full-matrix vision attention, 4.42's attention in the language model, logits of every prompt "
+    "position cast to float32 in `generate`); ours from this machine's transformers (Machine above) "
+    "with SDPA attention in both towers and the last position's logits only, the modern stack that "
+    "`hired-bench predict` models. At the same shapes the modern stack needs less memory per sample."
+)
+
+
 def paper_section(results: Results, outcomes: dict) -> Section:
     title = SECTIONS[4]
     rows = []
@@ -191,6 +201,7 @@ def paper_section(results: Results, outcomes: dict) -> Section:
             "over 15 new tokens, torch max_memory_allocated in GB). Ours: the same workload on this GPU, "
             "under a 24 GiB cap and on the whole card (TTFT s, e2e tokens/s, peak GiB). A P40 is not this "
             "GPU: compare the ratios between settings, and memory, which depends on shapes, not the card.",
+            STACKS,
             Table(
                 [
                     "batch",
