@@ -111,6 +111,7 @@ KIND_SPECS = {
         **COMMON,
         **{k: CONFIG[k] for k in ("model", "dtype", "method", "budget", "fidelity", "method_params")},
         "budget_label": "text",
+        "stack": "text",  # profiler.memory_model.STACKS; absent before the released stack was modelled
         "image_sizes": SIZES,
         "new_tokens": "size",
         "memory_gib": "number",

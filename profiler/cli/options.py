@@ -57,6 +57,14 @@ Weights = Annotated[
     str,
     typer.Option(help="auto: pretrained if found locally, else random; pretrained; random (real shapes)."),
 ]
+Stack = Annotated[
+    str,
+    typer.Option(
+        help="The software stack to predict for: modern (transformers 5, as this suite runs), released "
+        "(transformers 4.42 with the HiRED patch, as the HiRED paper measured), or auto (released for "
+        "--fidelity reference, modern for paper)."
+    ),
+]
 Dtype = Annotated[
     str, typer.Option(help="auto (float16 on GPU, float32 on CPU), float16, bfloat16, float32.")
 ]

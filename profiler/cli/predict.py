@@ -26,6 +26,7 @@ def predict(
     image_size: options.ImageSize = None,
     prompt: options.Prompt = DEFAULT_PROMPT,
     new_tokens: options.NewTokens = 15,
+    stack: options.Stack = "auto",
     overhead: Annotated[
         str,
         typer.Option(help="Memory that is not PyTorch's: the CUDA context (use 0 for a --memory-cap run)."),
@@ -36,9 +37,11 @@ def predict(
 ) -> None:
     """Predicted peak memory and the largest batch that fits on a card, from the configuration alone."""
     from profiler.memory import parse_gib
-    from profiler.memory_model import BYTES
+    from profiler.memory_model import BYTES, STACKS
 
     try:
+        if stack not in (*STACKS, "auto"):
+            raise ValueError(f"unknown --stack {stack!r} (use auto, {', '.join(STACKS)})")
         memory_gib, overhead_gib = parse_gib(gpu_memory), parse_gib(overhead)
         if memory_gib <= overhead_gib:
             raise ValueError(
@@ -59,12 +62,14 @@ def predict(
 
         with err.status("reading the model's shape…"):
             options.check_plan(plan.points)
-            rows = predictions(plan.points, dtype, memory_gib - overhead_gib)
+            rows = predictions(plan.points, dtype, memory_gib - overhead_gib, stack)
+            papers = paper_rows(plan.points, dtype, memory_gib - overhead_gib, rows)
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
+    stacks = " and ".join(dict.fromkeys(r["stack"] for r in rows))
     title = (
         f"{model} ({dtype}) on a {memory_gib:.0f} GiB card ({overhead_gib:.1f} GiB not PyTorch's), "
-        f"{new_tokens} new tokens"
+        f"{new_tokens} new tokens, {stacks} stack"
     )
     models = list(dict.fromkeys(r["model"] for r in rows))
     out.print(predictions_table(rows, title) if len(models) == 1 else side_by_side(rows, models, title))
@@ -73,6 +78,9 @@ def predict(
         "a model, not a measurement: compare with oom-boundary on a real card",
         highlight=False,
     )
+    if papers:
+        out.print(table4_table(papers))
+        out.print(TABLE4_NOTE, highlight=False)
     if output is not None:
         lines = [{"kind": "prediction", "schema_version": 1, **r} for r in rows]
         for i, line in enumerate(lines):
@@ -121,3 +129,55 @@ def side_by_side(rows: list[dict], models: list[str], title: str) -> Table:
 
 def _largest(row: dict) -> str:
     return "n/a" if row["largest_batch"] is None else str(row["largest_batch"])
+
+
+TABLE4_NOTE = (
+    "released: transformers 4.42 with the HiRED patch, one request; + held output: the same while the "
+    "previous request's output (its KV cache) is still referenced, as in the release's script, which "
+    "keeps `output` from one run to the next; modern: transformers 5 as this suite runs. Batch 1 "
+    "matches the first, batch 2 and 4 the second: the paper's cells mix the two."
+)
+
+
+def paper_rows(points: list, dtype: str, memory_gib: float, rows: list[dict]) -> list[dict]:
+    """The HiRED Table 4 side by side, when the released stack is predicted for the paper's model in
+    float16 (the paper's setting); the picture is the first point's (the paper's: 600 x 600)."""
+    from profiler.memory_model import table4
+    from workloads.models import model_config, prompt_text_tokens
+    from workloads.paper import PAPER_MODELS
+
+    chosen = [(p, r) for p, r in zip(points, rows, strict=True) if r["stack"] == "released"]
+    if dtype != "float16" or not chosen or chosen[0][0].model not in PAPER_MODELS:
+        return []
+    point = chosen[0][0]
+    text = prompt_text_tokens(point.model, point.prompt)
+    return table4(model_config(point.model), dtype, text, point, memory_gib)
+
+
+def table4_table(rows: list[dict]) -> Table:
+    table = Table(
+        title="Beside the HiRED paper's Table 4 (peak GiB, torch max allocated; difference to the paper)",
+        title_justify="left",
+    )
+    for name in ("batch", "setting", "paper", "released", "+ held output", "modern"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        paper = r["paper_gib"]
+        setting = "full" if r["setting"] == "full" else f"HiRED {r['setting']:.0%}"
+        table.add_row(
+            str(r["batch"]),
+            setting,
+            "OOM" if paper is None else f"{paper:.2f}",
+            *(
+                _beside(r[k], paper, r["memory_gib"])
+                for k in ("released_gib", "released_held_gib", "modern_gib")
+            ),
+        )
+    return table
+
+
+def _beside(gib: float, paper: float | None, memory_gib: float) -> str:
+    """A predicted cell: OOM above the card, else GiB and its difference to the paper's figure."""
+    if gib > memory_gib:
+        return f"OOM ({gib:.2f})"
+    return f"{gib:.2f}" if paper is None else f"{gib:.2f} ({(gib - paper) / paper:+.1%})"
