@@ -28,6 +28,7 @@ class VisionBatch:
     queries: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (sum P, 1 + n, C), CLS first
     keys: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (sum P, 1 + n, C), CLS first
     project: Callable[[torch.Tensor], torch.Tensor] | None = None  # the projector, for methods that need it
+    newline: torch.Tensor | None = None  # (D,) LLaVA-Next's image newline embedding, for methods that emit it
     source_sizes: list[tuple[int, int]] | None = None  # (height, width) of the pictures before any resize
 
     @property
@@ -50,6 +51,20 @@ class VisionBatch:
         q = queries.view(s, t, heads, d).transpose(1, 2)
         k = keys.view(s, t, heads, d).transpose(1, 2)
         return ((q @ k.transpose(-2, -1)) * d**-0.5).softmax(dim=-1)[:, :, 0, 1:]
+
+    def released_cls_logits(self, layer: int) -> torch.Tensor:
+        """(sum P, n) the CLS row of the head-averaged attention logits as the GlobalCom2 release computes
+        them (its custom CLIP attention): query scaled first, one bmm per head, the mean over heads of
+        the whole matrix, all in the model's dtype."""
+        queries, keys = self.queries[layer], self.keys[layer]
+        s, t, c = queries.shape
+        d = c // self.heads
+
+        def per_head(x: torch.Tensor) -> torch.Tensor:
+            return x.view(s, t, self.heads, d).transpose(1, 2).contiguous().view(s * self.heads, t, d)
+
+        logits = torch.bmm(per_head(queries * d**-0.5), per_head(keys).transpose(1, 2))
+        return logits.view(s, self.heads, t, t).mean(dim=1)[:, 0, 1:]
 
     def head_mean_keys(self, layer: int) -> torch.Tensor:
         """(sum P, n, C / heads) patch keys of a layer averaged over heads (CLS dropped)."""

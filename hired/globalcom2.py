@@ -16,7 +16,7 @@ from hired.assemble import stock_order
 from hired.capture import VisionBatch
 from hired.hired import proportional, region_scores
 from hired.layout import ImageLayout, top_per_row, valid_masks
-from hired.spec import Derived, Method, Param, Selection, budget_tokens, vision_layer
+from hired.spec import Derived, Method, Param, Selection, budget_tokens, exact_count, vision_layer
 
 
 def crop_weights(
@@ -49,6 +49,8 @@ def guided_scores(
 
 
 def select(batch: VisionBatch, budget: float | None, fidelity: str, params: dict) -> list[Selection]:
+    if fidelity == "reference":
+        return select_reference(batch, budget, params)
     scores = batch.cls_attention(params["layer"], softmax=False).mean(dim=1)  # (S, n) head-mean logits
     n = scores.shape[1]
     valid = valid_masks(batch.layouts, n, scores.device)
@@ -76,12 +78,109 @@ def select(batch: VisionBatch, budget: float | None, fidelity: str, params: dict
     return out
 
 
+def select_reference(batch: VisionBatch, budget: float, params: dict) -> list[Selection]:
+    """Per image, what the release (xuyang-liu16/GlobalCom2 96b2d00, llava/model/llava_arch.py) gives
+    the LLM for that image alone: the thumbnail's int(576 b) tokens in descending score order, each
+    crop's int(N_c x scale_c) tokens scattered into the slots their compacted index names (so padded
+    crops land in the wrong places), a newline after every row of the padded canvas; projected
+    features (the release compresses after the projector), scores in the model's dtype."""
+    if params["alpha"] != 0.5:
+        raise ValueError("globalcom2 reference fidelity: the release adds the two scores with equal weight")
+    logits = batch.released_cls_logits(params["layer"])
+    projected = batch.project(batch.features)  # every token, as the release projects them
+    return [
+        reference_image(layout, scores, features, batch.newline, budget, params["temperature"])
+        for layout, scores, features in zip(
+            batch.layouts, batch.split(logits), batch.split(projected), strict=True
+        )
+    ]
+
+
+def released_scales(thumbnail: torch.Tensor, grid: tuple[int, int], budget: float, temperature: float):
+    """The release's per-crop ratios: the thumbnail's scores summed per crop one token at a time in
+    float64 (its `generate_scale_for_crop_features`), a softmax, budget x (1 + sigma - mean), at most 1."""
+    import numpy as np
+
+    nph, npw = grid
+    side = int(thumbnail.shape[0] ** 0.5)
+    band_h, band_w = max(side // nph, 1), max(side // npw, 1)
+    summed = np.zeros(nph * npw)
+    for index, score in enumerate(thumbnail.tolist()):
+        row, col = divmod(index, side)
+        summed[min(row // band_h, nph - 1) * npw + min(col // band_w, npw - 1)] += score
+    exp = np.exp((summed - np.max(summed)) / temperature)
+    sigma = exp / (np.sum(exp) + 1e-8)
+    return np.clip(budget * (1 + sigma - np.mean(sigma)), None, 1.0).tolist()
+
+
+def reference_image(layout: ImageLayout, scores, features, newline, budget: float, temperature: float):
+    """One image's Selection in reference fidelity (see select_reference); tokens are LLM inputs."""
+    side, (nph, npw) = layout.side, layout.grid
+    n = side * side
+    device = features.device
+    thumbnail = scores[0]
+    top = torch.argsort(thumbnail, descending=True)[: int(n * budget)]
+    scales = released_scales(thumbnail, layout.grid, budget, temperature)
+    rows, cols = nph * side, npw * side
+    valid = torch.zeros(rows, cols, dtype=torch.bool, device=device)  # the release's int() un-padding
+    height, width = layout.image_size
+    if width / height > cols / rows:
+        padding = (rows - int(height * (cols / width))) // 2
+        valid[padding : rows - padding] = True
+    else:
+        padding = (cols - int(width * (rows / height))) // 2
+        valid[:, padding : cols - padding] = True
+    used_rows, used_cols = valid.any(dim=1).nonzero()[:, 0], valid.any(dim=0).nonzero()[:, 0]
+    band = (int(used_rows[-1] - used_rows[0]) + 1, int(used_cols[-1] - used_cols[0]) + 1)
+    guide = F.interpolate(thumbnail.view(1, 1, side, side), size=band, mode="bilinear", align_corners=False)
+    guide = guide[0, 0]
+    crops = valid.view(nph, side, npw, side).permute(0, 2, 1, 3).reshape(nph * npw, n)
+    slots = torch.zeros(nph * npw, n, features.shape[-1], dtype=torch.float32, device=device)
+    chosen = torch.zeros(nph * npw, n, dtype=torch.bool, device=device)
+    origin = torch.full((nph * npw, n), -1, dtype=torch.long, device=device)
+    top_row = 0
+    for i in range(nph):
+        left, height_i = 0, 0
+        for j in range(npw):
+            c = i * npw + j
+            where = crops[c].view(side, side).nonzero()
+            h, w = (where.max(dim=0).values - where.min(dim=0).values + 1).tolist() if len(where) else (0, 0)
+            height_i = h if j == 0 else height_i
+            global_scores = guide[top_row : top_row + h, left : left + w].flatten()
+            left += w
+            positions = crops[c].nonzero()[:, 0]
+            own = scores[1 + c][positions]
+            combined = F.normalize(own[None], dim=-1)[0] + F.normalize(global_scores[None], dim=-1)[0]
+            picked = torch.topk(combined, int(len(positions) * scales[c])).indices
+            # the release writes a kept token into the slot of its index among the crop's valid tokens
+            slots[c, picked] = features[1 + c][positions[picked]].float()
+            chosen[c, picked] = True
+            origin[c, picked] = (1 + c) * n + positions[picked]
+        top_row += height_i
+
+    def canvas(x: torch.Tensor) -> torch.Tensor:
+        return x.view(nph, npw, side, side, *x.shape[2:]).transpose(1, 2).reshape(rows, cols, *x.shape[2:])
+
+    with_newlines = torch.cat([canvas(slots), newline.float().expand(rows, 1, -1)], dim=1)
+    keep = torch.cat([canvas(chosen), torch.ones(rows, 1, dtype=torch.bool, device=device)], dim=1)
+    tokens = torch.cat([features[0][top], with_newlines[keep].to(features.dtype)])
+    kept = torch.cat([top, canvas(origin)[canvas(chosen)]])
+    return Selection(tokens, kept, projected=tokens)  # newlines have no projector input: LLM inputs
+
+
+def token_count(layout: ImageLayout, budget: float | None, fidelity: str, params: dict) -> int | None:
+    """Paper: exactly round(b * N_full); reference: the scores decide each crop's share."""
+    return None if fidelity == "reference" else exact_count(layout, budget, fidelity, params)
+
+
 METHOD = Method(
     name="globalcom2",
     summary="the thumbnail sets each crop's share (softmax of its region's score) and guides its ranking",
     stage="vision",
     reference="Liu et al., GlobalCom2 (arXiv 2501.05179); code: github.com/xuyang-liu16/GlobalCom2",
     select=select,
+    budgets={"paper": ("exact",), "reference": ("released",)},
+    tokens=token_count,
     needs_anyres=True,
     params=(
         Param(

@@ -136,6 +136,7 @@ def vision_pass(model, pixel_values, image_sizes, layers: set[int], base_only: l
     layouts = [image_layout(tuple(size), model.config, f) for size, f in zip(image_sizes, flags, strict=True)]
     vision = encode_images(model, pixel_values.to(model.device), layouts, layers)
     vision.project = model.model.multi_modal_projector
+    vision.newline = getattr(model.model, "image_newline", None)
     return vision
 
 

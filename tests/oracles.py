@@ -232,3 +232,94 @@ def prumerge_release(features, queries, keys, plus, neighbours=32):
         out[0, i] = kept_x[0, i] + weighted if plus else weighted + kept_x[0, i]
     summary = torch.sum(rest_x * rest_a[..., None], dim=1, keepdim=True)
     return idx[0].tolist(), torch.cat([out, summary], dim=1)[0]
+
+
+# The released GlobalCom2, xuyang-liu16/GlobalCom2 at 96b2d00: the head-mean attention logits of its
+# custom CLIP attention (llava/model/multimodal_encoder/apply_customvit.py, CustomCLIPAttention.forward)
+# and, in llava/model/llava_arch.py, generate_scale_for_crop_features (103-135), compress_thumbnail
+# (285-295), compress_crops (297-388) with its helpers (138-268), restated for one image alone.
+def globalcom2_release_image(queries, keys, heads, projected, newline, grid, image_size, budget, temperature):
+    """The LLM inputs the release makes of one image: (tokens, count), in the inputs' dtype."""
+    parts, t, c = queries.shape
+    d = c // heads
+
+    def shape(x):
+        return x.view(parts, t, heads, d).transpose(1, 2).contiguous().view(parts * heads, t, d)
+
+    weights = torch.bmm(shape(queries * d**-0.5), shape(keys).transpose(1, 2))
+    scores = weights.view(parts, heads, t, t).mean(dim=1)[:, 0, 1:]
+    n, side = scores.shape[1], int(scores.shape[1] ** 0.5)
+    base = scores[0]
+    thumb = projected[0][torch.argsort(base, descending=True)[: int(n * budget)]]
+    nph, npw = grid
+    pw, ph = max(side // npw, 1), max(side // nph, 1)
+    sums = np.zeros(nph * npw)
+    for idx, score in enumerate(base):
+        i, j = divmod(idx, side)
+        sums[min(i // ph, nph - 1) * npw + min(j // pw, npw - 1)] += score.item()
+    soft = np.exp((sums - np.max(sums)) / temperature)
+    soft = soft / (np.sum(soft) + 1e-8)
+    scales = np.clip(budget * (1 + soft - np.mean(soft)), None, 1.0).tolist()
+    height, width = image_size
+    rows, cols = nph * side, npw * side
+    mask = torch.zeros((nph * npw, n), dtype=torch.bool)
+    mask = mask.view(nph, npw, side, side).permute(0, 2, 1, 3).contiguous().flatten(0, 1).flatten(1, 2)
+    if width / height > cols / rows:
+        pad = (rows - int(height * (cols / width))) // 2
+        mask[pad : rows - pad, :] = True
+    else:
+        pad = (cols - int(width * (rows / height))) // 2
+        mask[:, pad : cols - pad] = True
+    r, k = torch.any(mask, dim=1).nonzero(as_tuple=True)[0], torch.any(mask, dim=0).nonzero(as_tuple=True)[0]
+    cur_h, cur_w = int(r[-1] - r[0] + 1), int(k[-1] - k[0] + 1)
+    mask = mask.view(nph, side, npw, side).permute(0, 2, 1, 3).contiguous()
+    dims = []
+    for i in range(nph):
+        for j in range(npw):
+            nz = torch.nonzero(mask[i, j], as_tuple=True)
+            dims.append(
+                (0, 0)
+                if len(nz[0]) == 0
+                else (int(nz[1].max() - nz[1].min() + 1), int(nz[0].max() - nz[0].min() + 1))
+            )
+    mask = mask.view(nph * npw, n)
+    big = torch.nn.functional.interpolate(
+        base.view(1, 1, side, side), size=(cur_h, cur_w), mode="bilinear", align_corners=False
+    ).squeeze()
+    guides, top = [], 0
+    for i in range(nph):
+        left = 0
+        for j in range(npw):
+            w, h = dims[i * npw + j]
+            guides.append(big[top : top + h, left : left + w].flatten())
+            left += w
+        top += dims[i * npw][1]
+    final = torch.zeros((nph * npw, n, projected.shape[-1]))
+    picked_mask = torch.zeros((nph * npw, n), dtype=torch.bool)
+    for i in range(nph * npw):
+        tokens, own = projected[1 + i][mask[i]], scores[1 + i][mask[i]]
+        combined = torch.nn.functional.normalize(own.unsqueeze(0), p=2, dim=-1).squeeze(0)
+        combined = combined + torch.nn.functional.normalize(guides[i].unsqueeze(0), p=2, dim=-1).squeeze(0)
+        _, chosen = torch.topk(combined, int(tokens.shape[0] * scales[i]))
+        for f, idx in enumerate(chosen):
+            final[i, idx] = tokens[chosen][f]
+            picked_mask[i, idx] = True
+    final = (
+        final.view(nph, npw, side, side, -1).permute(4, 0, 2, 1, 3).contiguous().flatten(1, 2).flatten(2, 3)
+    )
+    picked_mask = (
+        picked_mask.view(nph, npw, side, side, -1)
+        .permute(4, 0, 2, 1, 3)
+        .contiguous()
+        .flatten(1, 2)
+        .flatten(2, 3)
+    )
+    final = (
+        torch.cat((final, newline[:, None, None].expand(*final.shape[:-1], 1)), dim=-1)
+        .flatten(1, 2)
+        .transpose(0, 1)
+    )
+    picked_mask = (
+        torch.cat((picked_mask, torch.ones((1, rows, 1), dtype=torch.bool)), dim=-1).flatten(1, 2).squeeze(0)
+    )
+    return torch.cat([thumb, final[picked_mask].to(projected.dtype)])

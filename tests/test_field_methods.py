@@ -15,7 +15,7 @@ from hired.spec import VisionShape, apportion
 from profiler.cli import app
 from profiler.records import read_records
 from tests.conftest import with_patch_queries
-from tests.oracles import divprune_greedy, globalcom2_image, visionzip_partition
+from tests.oracles import divprune_greedy, globalcom2_image, globalcom2_release_image, visionzip_partition
 from workloads.presets import PRESETS
 
 SHAPE = VisionShape(depth=4, feature_layer=2)
@@ -127,6 +127,36 @@ def test_globalcom2_equals_its_oracle(tiny):
         selections = run(batch, "globalcom2", 0.2, alpha=alpha)
         for layout, sel, own in zip(batch.layouts, selections, batch.split(logits), strict=True):
             assert sel.kept.tolist() == globalcom2_image(layout, own, 0.2, alpha, 10.0)
+
+
+@pytest.mark.parametrize("size", [(600, 600), (396, 704), (1080, 1920)])
+def test_globalcom2_reference_equals_the_release_on_fp16_ties(tiny, size):
+    """Reference GlobalCom2 gives the LLM what the release gives it for one image, bit for bit in fp16:
+    its head-mean logits, argsort and topk tie orders, int() counts and un-padding, the slots its
+    compacted indices name in padded crops, and a newline after every row of the padded canvas."""
+    for seed in range(2):
+        batch = fake_batch(tiny.model.config, [size], seed=seed, dtype=torch.float16, layers=(3,))
+        for keys in batch.keys.values():
+            keys[:, 2::4] = keys[:, 1::4][:, : keys[:, 2::4].shape[1]]  # exact ties, and fp16 makes more
+        batch.newline = torch.randn(24, generator=torch.Generator().manual_seed(seed)).half()
+        method = METHODS["globalcom2"]
+        check_point(method, 0.2, "reference")
+        (selection,) = method.select(batch, 0.2, "reference", method_params(method, SHAPE))
+        layout = batch.layouts[0]
+        expected = globalcom2_release_image(
+            batch.queries[3],
+            batch.keys[3],
+            batch.heads,
+            batch.project(batch.features),
+            batch.newline,
+            layout.grid,
+            size,
+            0.2,
+            10.0,
+        )
+        assert torch.equal(selection.projected, expected), f"{size}, seed {seed}"
+        newlines = layout.grid[0] * 24  # one per row of the padded canvas
+        assert len(selection.kept) == len(expected) - newlines
 
 
 def test_globalcom2_crops_with_more_thumbnail_score_get_more_tokens(tiny):

@@ -103,6 +103,8 @@ def show_selection(
     made = kept - len(selection.kept) if selection.kept is not None else 0
     if selection.anchors is not None:
         title += f"\nyellow: kept tokens; cyan: where the {made} merged (contextual) tokens sit"
+    elif made and point.method == "globalcom2":  # reference: the release's newline after each canvas row
+        title += f"\noutlined: the kept tokens; plus {made} newline tokens, one per row of the padded canvas"
     elif made:
         title += f"\noutlined: the kept tokens; plus {made} summary tokens of the dropped ones"
     elif selection.kept is None:
