@@ -35,6 +35,7 @@ POINTS = [  # (label, method, budget, fidelity)
     ("visionzip 20%", "visionzip", 0.2, "paper"),
     ("divprune 20%", "divprune", 0.2, "paper"),
     ("globalcom2 20%", "globalcom2", 0.2, "paper"),
+    ("globalcom2 20% (reference)", "globalcom2", 0.2, "reference"),
     ("random 20%", "random", 0.2, "paper"),
     ("pool 20%", "pool", 0.2, "paper"),
     ("resize 10% (base alone, pooled)", "resize", 0.1, "paper"),
@@ -63,9 +64,10 @@ def synthetic_batch(
         layouts,
         rand(s, 576, WIDTH),
         HEADS,
-        {layer: rand(s, WIDTH, scale=3.0) for layer in layers},
+        {layer: rand(s, 577, WIDTH, scale=3.0) for layer in layers},  # every query: reference fidelity
         {layer: rand(s, 577, WIDTH) for layer in layers},
         project=torch.no_grad()(projector),
+        newline=rand(LLM_WIDTH),
     )
 
 
@@ -95,7 +97,7 @@ def merge_inputs(batch: VisionBatch, budget: float):
     s = attention.shape[0]
     valid = torch.ones(s, 576, dtype=torch.bool, device=attention.device)
     per_partition = round(budget * 576)
-    kept_idx, count, _ = plan(attention, valid, [per_partition] * s, plus=False, reference=False)
+    kept_idx, count, _ = plan(attention, valid, [per_partition] * s, plus=False)
     return batch.features, keys, attention, kept_idx[:, : int(count.max())], count, valid
 
 

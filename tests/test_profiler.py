@@ -257,3 +257,21 @@ def test_overhead_runs_the_suite_request_against_a_bare_generate(tiny):
     assert wall > decode > 0
     found = bench.measure_overhead(tiny, 2, 3, rounds=1, warmup=0)
     assert found.rounds == 1 and found.profiled_tokens_per_s > 0 and found.request_ratio > 0
+
+
+@pytest.mark.slow
+def test_bench_select_runs_every_point_on_its_synthetic_batch():
+    """The GPU study's selection benchmark: every method and fidelity it times selects on its 7B-shaped
+    synthetic batch (a change to what VisionBatch holds must reach it too)."""
+    import profiler.bench_select as bench
+    from hired.methods import METHODS, VisionShape, method_params
+
+    cpu = torch.device("cpu")
+    batch, base_only = (bench.synthetic_batch(1, cpu, torch.float32, base_only=b) for b in (False, True))
+    shape = VisionShape(depth=bench.DEPTH, feature_layer=bench.FEATURE_LAYER, llm_depth=32)
+    for label, name, budget, fidelity in bench.POINTS:
+        method = METHODS[name]
+        (selection,) = method.select(
+            base_only if name == "resize" else batch, budget, fidelity, method_params(method, shape)
+        )
+        assert 0 < selection.tokens.shape[0] <= 2880 + 48, label
