@@ -299,7 +299,8 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
             "each method's selection step alone at 7B shapes, and against its loop oracle",
             30 if gpu else 45,
             45 if gpu else 75,
-            "12 methods x 2 batches (1, 8) x 13 runs of 0.1-30 ms, DivPrune's greedy loop the longest",
+            "13 settings x 2 batches (1, 8; reference fidelity at 1 only) x 13 runs of 0.1-30 ms; the "
+            "released per-token loops once each",
             (
                 python,
                 "-m",
