@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from hired.assemble import stock_order
 from hired.capture import VisionBatch
 from hired.hired import proportional, region_scores
-from hired.layout import ImageLayout, top_per_row, valid_masks
+from hired.layout import ImageLayout, released_candidates, top_per_row, valid_masks
 from hired.spec import Derived, Method, Param, Selection, budget_tokens, exact_count, vision_layer
 
 
@@ -122,19 +122,16 @@ def reference_image(layout: ImageLayout, scores, features, newline, budget: floa
     top = torch.argsort(thumbnail, descending=True)[: int(n * budget)]
     scales = released_scales(thumbnail, layout.grid, budget, temperature)
     rows, cols = nph * side, npw * side
-    valid = torch.zeros(rows, cols, dtype=torch.bool, device=device)  # the release's int() un-padding
-    height, width = layout.image_size
-    if width / height > cols / rows:
-        padding = (rows - int(height * (cols / width))) // 2
-        valid[padding : rows - padding] = True
-    else:
-        padding = (cols - int(width * (rows / height))) // 2
-        valid[:, padding : cols - padding] = True
-    used_rows, used_cols = valid.any(dim=1).nonzero()[:, 0], valid.any(dim=0).nonzero()[:, 0]
-    band = (int(used_rows[-1] - used_rows[0]) + 1, int(used_cols[-1] - used_cols[0]) + 1)
+
+    def canvas(x: torch.Tensor) -> torch.Tensor:  # (crops, n, ...) in crop raster -> (rows, cols, ...)
+        return x.view(nph, npw, side, side, *x.shape[2:]).transpose(1, 2).reshape(rows, cols, *x.shape[2:])
+
+    candidate = torch.zeros(layout.partitions * n, dtype=torch.bool, device=device)
+    candidate[released_candidates(layout).to(device)] = True  # the release's int() un-padding
+    crops = candidate[n:].view(nph * npw, n)
+    band = (int(canvas(crops).any(dim=1).sum()), int(canvas(crops).any(dim=0).sum()))  # one contiguous band
     guide = F.interpolate(thumbnail.view(1, 1, side, side), size=band, mode="bilinear", align_corners=False)
     guide = guide[0, 0]
-    crops = valid.view(nph, side, npw, side).permute(0, 2, 1, 3).reshape(nph * npw, n)
     slots = torch.zeros(nph * npw, n, features.shape[-1], dtype=torch.float32, device=device)
     chosen = torch.zeros(nph * npw, n, dtype=torch.bool, device=device)
     origin = torch.full((nph * npw, n), -1, dtype=torch.long, device=device)
@@ -157,10 +154,6 @@ def reference_image(layout: ImageLayout, scores, features, newline, budget: floa
             chosen[c, picked] = True
             origin[c, picked] = (1 + c) * n + positions[picked]
         top_row += height_i
-
-    def canvas(x: torch.Tensor) -> torch.Tensor:
-        return x.view(nph, npw, side, side, *x.shape[2:]).transpose(1, 2).reshape(rows, cols, *x.shape[2:])
-
     with_newlines = torch.cat([canvas(slots), newline.float().expand(rows, 1, -1)], dim=1)
     keep = torch.cat([canvas(chosen), torch.ones(rows, 1, dtype=torch.bool, device=device)], dim=1)
     tokens = torch.cat([features[0][top], with_newlines[keep].to(features.dtype)])
