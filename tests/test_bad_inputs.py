@@ -227,3 +227,25 @@ def test_bad_input(place, args, code, message):
 
 def test_enough_bad_inputs():
     assert len(CASES) >= 90
+
+
+def test_help_and_an_early_refusal_load_neither_torch_nor_transformers():
+    """`hired-bench --help` and a refused --budget answer before the heavy libraries load (they take
+    seconds): the real entry point in a fresh interpreter, with the modules it loaded listed."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from reports.cli import main\n"
+        "sys.argv = ['hired-bench', *sys.argv[1:]]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exit:\n"
+        "    heavy = sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules)\n"
+        "    print('exit', exit.code, 'heavy', heavy, file=sys.stderr)\n"
+    )
+    for args, code in ((["--help"], 0), (["run", "--budget", "7"], 2), (["sweep", "no-such.toml"], 2)):
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+        last = done.stderr.strip().splitlines()[-1]
+        assert last == f"exit {code} heavy []", (args, done.stderr[-500:])

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+if TYPE_CHECKING:  # transformers loads in seconds: only a tokenizer that is built needs it, never --help
+    from transformers import PreTrainedTokenizerFast
 
 # piece -> real Llama-2 id; "##" marks a piece that continues a word (WordPiece notation)
 LLAMA_PIECES = {
@@ -44,6 +45,9 @@ LLAMA_PIECES = {
 
 def offline_tokenizer(config) -> PreTrainedTokenizerFast:
     """A tokenizer needing no download, with the model's image token id for `<image>`."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
     vocab = dict(LLAMA_PIECES)
     vocab["<image>"] = config.image_token_id
     tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", max_input_chars_per_word=100))
