@@ -56,7 +56,7 @@ CHECKS: dict[str, tuple[str, str, float | None]] = {
         0.01,
     ),
     "profiler_overhead_no_sampler": (
-        "decode tokens/s, the suite's request without the NVML sampler / a bare generate(): median of pairs",
+        "decode tokens/s, the suite's request without the NVML sampler / bare generate(): median of pairs",
         "×",
         0.01,
     ),

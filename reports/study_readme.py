@@ -169,9 +169,9 @@ def headline_section(results: Results, outcomes: dict) -> Section:
 
 # which software stack each column of the Table 4 comparison comes from
 STACKS = (
-    "Two stacks: the paper's columns come from transformers 4.42 with the HiRED patch (its own "
-    "full-matrix vision attention, 4.42's attention in the language model, logits of every prompt "
-    "position cast to float32 in `generate`); ours from this machine's transformers (Machine above) "
+    "Two stacks: the paper's columns come from transformers 4.42 with the HiRED patch (two KV caches "
+    "at each decode step, as its `generate` rebuilds the cache from a tuple; logits of every prompt "
+    "position in float32; eager vision attention); ours from this machine's transformers (Machine above) "
     "with SDPA attention in both towers and the last position's logits only. At the same shapes the "
     "modern stack needs less memory per sample; `hired-bench predict --stack released` models the "
     "paper's and prints Table 4 beside it."
