@@ -44,27 +44,19 @@ class VisionBatch:
     def released_cls_attention(self, layer: int, heads: int | None = None) -> torch.Tensor:
         """(sum P, heads, n) the CLS row as the HiRED and PruMerge releases compute it: the whole
         attention matrix in the model's dtype (q k^T, scaled after the product, then the softmax)."""
-        queries, keys = self.queries[layer], self.keys[layer]
         heads = heads or self.heads
-        s, t, c = queries.shape
-        d = c // heads
-        q = queries.view(s, t, heads, d).transpose(1, 2)
-        k = keys.view(s, t, heads, d).transpose(1, 2)
-        return ((q @ k.transpose(-2, -1)) * d**-0.5).softmax(dim=-1)[:, :, 0, 1:]
+        q, k = (split_heads(x, heads) for x in (self.queries[layer], self.keys[layer]))
+        return ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(dim=-1)[:, :, 0, 1:]
 
     def released_cls_logits(self, layer: int) -> torch.Tensor:
         """(sum P, n) the CLS row of the head-averaged attention logits as the GlobalCom2 release computes
         them (its custom CLIP attention): query scaled first, one bmm per head, the mean over heads of
         the whole matrix, all in the model's dtype."""
         queries, keys = self.queries[layer], self.keys[layer]
-        s, t, c = queries.shape
-        d = c // self.heads
-
-        def per_head(x: torch.Tensor) -> torch.Tensor:
-            return x.view(s, t, self.heads, d).transpose(1, 2).contiguous().view(s * self.heads, t, d)
-
-        logits = torch.bmm(per_head(queries * d**-0.5), per_head(keys).transpose(1, 2))
-        return logits.view(s, self.heads, t, t).mean(dim=1)[:, 0, 1:]
+        d = queries.shape[-1] // self.heads
+        q, k = (split_heads(x, self.heads).flatten(0, 1) for x in (queries * d**-0.5, keys))
+        logits = torch.bmm(q, k.transpose(1, 2))  # (S * heads, t, t), one product per head
+        return logits.unflatten(0, (-1, self.heads)).mean(dim=1)[:, 0, 1:]
 
     def head_mean_keys(self, layer: int) -> torch.Tensor:
         """(sum P, n, C / heads) patch keys of a layer averaged over heads (CLS dropped)."""
@@ -74,6 +66,12 @@ class VisionBatch:
     def split(self, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Per-image views of a (sum P, ...) tensor."""
         return tensor.split(self.partitions)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(S, t, C) -> (S, heads, t, C / heads), as the released codes reshape q and k."""
+    s, t, c = x.shape
+    return x.view(s, t, heads, c // heads).transpose(1, 2)
 
 
 def vision_layers(model) -> torch.nn.ModuleList:

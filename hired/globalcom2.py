@@ -9,6 +9,7 @@ the thumbnail's score map upsampled onto the crop, each L2-normalised over the c
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -99,8 +100,6 @@ def select_reference(batch: VisionBatch, budget: float, params: dict) -> list[Se
 def released_scales(thumbnail: torch.Tensor, grid: tuple[int, int], budget: float, temperature: float):
     """The release's per-crop ratios: the thumbnail's scores summed per crop one token at a time in
     float64 (its `generate_scale_for_crop_features`), a softmax, budget x (1 + sigma - mean), at most 1."""
-    import numpy as np
-
     nph, npw = grid
     side = int(thumbnail.shape[0] ** 0.5)
     band_h, band_w = max(side // nph, 1), max(side // npw, 1)
@@ -129,7 +128,8 @@ def reference_image(layout: ImageLayout, scores, features, newline, budget: floa
     candidate = torch.zeros(layout.partitions * n, dtype=torch.bool, device=device)
     candidate[released_candidates(layout).to(device)] = True  # the release's int() un-padding
     crops = candidate[n:].view(nph * npw, n)
-    band = (int(canvas(crops).any(dim=1).sum()), int(canvas(crops).any(dim=0).sum()))  # one contiguous band
+    unpadded = canvas(crops)
+    band = (int(unpadded.any(dim=1).sum()), int(unpadded.any(dim=0).sum()))  # one contiguous band
     guide = F.interpolate(thumbnail.view(1, 1, side, side), size=band, mode="bilinear", align_corners=False)
     guide = guide[0, 0]
     slots = torch.zeros(nph * npw, n, features.shape[-1], dtype=torch.float32, device=device)
@@ -137,12 +137,13 @@ def reference_image(layout: ImageLayout, scores, features, newline, budget: floa
     origin = torch.full((nph * npw, n), -1, dtype=torch.long, device=device)
     top_row = 0
     for i in range(nph):
-        left, height_i = 0, 0
+        left = 0
         for j in range(npw):
             c = i * npw + j
             where = crops[c].view(side, side).nonzero()
             h, w = (where.max(dim=0).values - where.min(dim=0).values + 1).tolist() if len(where) else (0, 0)
-            height_i = h if j == 0 else height_i
+            if j == 0:  # the release steps down by the height of a row's first crop
+                row_height = h
             global_scores = guide[top_row : top_row + h, left : left + w].flatten()
             left += w
             positions = crops[c].nonzero()[:, 0]
@@ -153,11 +154,12 @@ def reference_image(layout: ImageLayout, scores, features, newline, budget: floa
             slots[c, picked] = features[1 + c][positions[picked]].float()
             chosen[c, picked] = True
             origin[c, picked] = (1 + c) * n + positions[picked]
-        top_row += height_i
+        top_row += row_height
+    chosen = canvas(chosen)
     with_newlines = torch.cat([canvas(slots), newline.float().expand(rows, 1, -1)], dim=1)
-    keep = torch.cat([canvas(chosen), torch.ones(rows, 1, dtype=torch.bool, device=device)], dim=1)
+    keep = torch.cat([chosen, torch.ones(rows, 1, dtype=torch.bool, device=device)], dim=1)
     tokens = torch.cat([features[0][top], with_newlines[keep].to(features.dtype)])
-    kept = torch.cat([top, canvas(origin)[canvas(chosen)]])
+    kept = torch.cat([top, canvas(origin)[chosen]])
     return Selection(tokens, kept, projected=tokens)  # newlines have no projector input: LLM inputs
 
 

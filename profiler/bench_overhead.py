@@ -1,6 +1,6 @@
 """What does a user's run pay for being measured? The suite's request against a bare generate().
 
-    python -m profiler.bench_overhead [--model auto] [--batch 1,4] [--new-tokens 64] [--rounds 20]
+    python -m profiler.bench_overhead [--model auto] [--batches 1 4] [--new-tokens 64] [--rounds 20]
 
 Suite: `run_request` as `run` times it (preprocessing, the vision tower and projector outside
 generate, the timeline, the step clock at every generation step, the first token synchronised) and,
@@ -25,6 +25,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from hired.glue import expand_prompts, pad_id
 from profiler.runner import prepare_request, run_request
+from profiler.stats import percentile
 from profiler.timing import StepClock, Timeline
 from workloads.images import synthetic_images
 from workloads.models import load_model
@@ -132,10 +133,8 @@ class Overhead:
 
 
 def middle(values: list[float]) -> tuple[float, tuple[float, float]]:
-    """The median and the middle half (interquartile range) of some per-round ratios."""
-    ordered = sorted(values)
-    quarter = len(ordered) // 4
-    return statistics.median(ordered), (ordered[quarter], ordered[-quarter - 1])
+    """The median and the middle half (25th to 75th percentile, as the records' stats) of some ratios."""
+    return statistics.median(values), (percentile(values, 25), percentile(values, 75))
 
 
 def measure_overhead(lm, batch: int, new_tokens: int, rounds: int, sampler=None, warmup: int = 2) -> Overhead:
@@ -181,16 +180,6 @@ def measure_overhead(lm, batch: int, new_tokens: int, rounds: int, sampler=None,
     )
 
 
-def batches(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",")]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes are whole numbers >= 1, comma-separated, not {text!r}")
-    return sizes
-
-
 def at_least(minimum: int):
     def parse(text: str) -> int:
         if not text.isdigit() or int(text) < minimum:
@@ -206,7 +195,7 @@ def main() -> None:
     )
     parser.add_argument("--model", default="auto")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch", type=batches, default=[1, 4], help="batch sizes, comma-separated")
+    parser.add_argument("--batches", type=at_least(1), nargs="+", default=[1, 4])
     parser.add_argument("--new-tokens", type=at_least(2), default=64)
     parser.add_argument("--rounds", type=at_least(1), default=20)
     args = parser.parse_args()
@@ -226,7 +215,7 @@ def main() -> None:
         "ratios are the suite's rate / a bare generate()'s (1 = no cost), median (middle half)"
     )
     try:
-        for batch in args.batch:
+        for batch in args.batches:
             found = measure_overhead(lm, batch, args.new_tokens, args.rounds, sampler)
             (low, high), (rlow, rhigh) = found.ratio_spread, found.request_spread
             step_us = 1e6 * batch / found.profiled_tokens_per_s

@@ -42,6 +42,13 @@ def need_extra(module: str):
     return pytest.importorskip(module)
 
 
+def plant_key_ties(batch) -> None:
+    """Every fourth patch key of every layer copies its neighbour's: exact CLS-score ties in any dtype
+    (and fp16 rounding makes more), where reference fidelity must break them as the releases do."""
+    for keys in batch.keys.values():
+        keys[:, 2::4] = keys[:, 1::4][:, : keys[:, 2::4].shape[1]]
+
+
 def with_patch_queries(cls_query: torch.Tensor, seed: int) -> torch.Tensor:
     """(S, 577, C) queries of a layer: the given CLS query first, random patch queries after (drawn
     from their own generator, so the rest of a fake batch stays what its seed made)."""

@@ -14,7 +14,7 @@ from hired.resize import plan_resize
 from hired.spec import VisionShape, apportion
 from profiler.cli import app
 from profiler.records import read_records
-from tests.conftest import with_patch_queries
+from tests.conftest import plant_key_ties, with_patch_queries
 from tests.oracles import divprune_greedy, globalcom2_image, globalcom2_release_image, visionzip_partition
 from workloads.presets import PRESETS
 
@@ -136,8 +136,7 @@ def test_globalcom2_reference_equals_the_release_on_fp16_ties(tiny, size):
     compacted indices name in padded crops, and a newline after every row of the padded canvas."""
     for seed in range(2):
         batch = fake_batch(tiny.model.config, [size], seed=seed, dtype=torch.float16, layers=(3,))
-        for keys in batch.keys.values():
-            keys[:, 2::4] = keys[:, 1::4][:, : keys[:, 2::4].shape[1]]  # exact ties, and fp16 makes more
+        plant_key_ties(batch)
         batch.newline = torch.randn(24, generator=torch.Generator().manual_seed(seed)).half()
         method = METHODS["globalcom2"]
         check_point(method, 0.2, "reference")

@@ -12,7 +12,7 @@ from hired.hired import select_hired, select_hired_reference
 from hired.layout import image_layout
 from hired.methods import METHODS, VisionShape, check_point, method_params
 from hired.prumerge import apportion, merge, outlier_counts, plus_stride, reference_partition
-from tests.conftest import with_patch_queries
+from tests.conftest import plant_key_ties, with_patch_queries
 from tests.oracles import (
     hired_reference_budgets,
     hired_release_kept,
@@ -265,8 +265,7 @@ def fp16_batch_with_ties(config, size, seed):
     """A half-precision VisionBatch whose CLS attention ties: every fourth patch key copies its neighbour's
     (exact ties in any dtype), and fp16 rounding makes more."""
     batch = fake_batch(config, [size], seed=seed, dtype=torch.float16)
-    for keys in batch.keys.values():
-        keys[:, 2::4] = keys[:, 1::4][:, : keys[:, 2::4].shape[1]]
+    plant_key_ties(batch)
     return batch
 
 

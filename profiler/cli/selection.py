@@ -103,10 +103,8 @@ def show_selection(
     made = kept - len(selection.kept) if selection.kept is not None else 0
     if selection.anchors is not None:
         title += f"\nyellow: kept tokens; cyan: where the {made} merged (contextual) tokens sit"
-    elif made and point.method == "globalcom2":  # reference: the release's newline after each canvas row
-        title += f"\noutlined: the kept tokens; plus {made} newline tokens, one per row of the padded canvas"
-    elif made:
-        title += f"\noutlined: the kept tokens; plus {made} summary tokens of the dropped ones"
+    elif made:  # PruMerge's summaries of the dropped tokens, GlobalCom2 reference's newlines
+        title += f"\noutlined: the kept tokens; plus {made} tokens the method adds (summaries or newlines)"
     elif selection.kept is None:
         title += "\nevery token is averaged into a coarser grid; none is dropped outright"
     note = None
