@@ -1,0 +1,88 @@
+"""The side-by-side table `hired-bench run` and `sweep` print: each method against the full-token
+baseline, drawn with rich from profiler.results.views."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from profiler.results.views import (
+    AGREEMENT_HEADER,
+    MEANINGLESS,
+    agreement_text,
+    baselines,
+    fmt,
+    method_label,
+    metric_median,
+    peak_memory_gib,
+    ratio_text,
+    tokens_text,
+    varying_params,
+)
+from workloads.plan import budget_label
+
+
+def results_table(records: list[dict], title: str) -> Table:
+    """One row per record; ratios against its baseline (`baselines`: same run, batch, engine).
+
+    Failed points show their status and a footnote number; the messages go in the caption. Agreement
+    is greyed where the weights are random.
+    """
+    engines = {r["config"].get("engine", "eager") for r in records}
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    notes = []
+    for name, justify in [
+        ("method", "left"),
+        ("budget", "right"),
+        ("visual tokens\nkept/full", "right"),
+        ("TTFT\ns", "right"),
+        ("TTFT p90\ns", "right"),
+        ("TPOT\nms", "right"),
+        ("decode\ntok/s", "right"),
+        ("e2e\ntok/s", "right"),
+        ("peak mem\nGiB", "right"),
+        ("TTFT\nspeed-up", "right"),
+        ("e2e tok/s\n× base", "right"),
+        ("memory\n× base", "right"),
+        (AGREEMENT_HEADER, "right"),
+    ]:
+        table.add_column(name, justify=justify)
+    baseline_of = baselines(records)
+    for r, params in zip(records, varying_params(records), strict=True):
+        cfg = r["config"]
+        label = method_label(r, params)
+        if cfg.get("fidelity") == "reference":
+            label += " (reference)"
+        if len(engines) > 1:
+            label += f" [{cfg.get('engine', 'eager')}]"
+        budget = budget_label(cfg["budget"])
+        if r["status"] != "ok":
+            notes.append(r["error"])
+            table.add_row(label, budget, f"[red]{r['status'].upper()}[/] ({len(notes)})", *[""] * 10)
+            continue
+        m = r["metrics"]
+        ttft, tpot = metric_median(m, "ttft_s"), metric_median(m, "tpot_s")
+        decode, e2e = metric_median(m, "decode_tokens_per_s"), metric_median(m, "e2e_tokens_per_s")
+        mem = peak_memory_gib(m)[0]
+        base = baseline_of(r)
+        b = (base or {}).get("metrics") or {}
+        table.add_row(
+            label,
+            budget,
+            tokens_text(m["visual_tokens"]),
+            fmt(ttft, ".3f"),
+            fmt((m.get("ttft_s") or {}).get("p90"), ".3f"),
+            fmt(tpot, ".1f", 1e3),
+            fmt(decode, ".1f"),
+            fmt(e2e, ".1f"),
+            fmt(mem, ".2f"),
+            ratio_text(ttft, metric_median(b, "ttft_s"), invert=True),
+            ratio_text(e2e, metric_median(b, "e2e_tokens_per_s")),
+            ratio_text(mem, peak_memory_gib(b)[0]),
+            f"[dim]{agreement_text(r)}[/]" if cfg.get("weights") == "random" else agreement_text(r),
+        )
+    captions = [f"({i}) {escape(note)}" for i, note in enumerate(notes, 1)]
+    if any(r["config"].get("weights") == "random" for r in records):
+        captions.append(f"[dim]agreement greyed: {MEANINGLESS}[/]")
+    table.caption = "\n".join(captions) or None
+    return table

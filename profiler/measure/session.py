@@ -1,0 +1,65 @@
+"""Everything a measurement needs, set up in the right order, and torn down: device, NVML idle
+baseline, memory cap, model, NVML sampler process, and the runner that measures points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from profiler.instruments.hardware import fingerprint
+from profiler.instruments.nvml import Nvml, NvmlUnavailable, SamplerProcess
+from profiler.instruments.torch_memory import apply_memory_cap
+from profiler.measure.runner import Runner
+from profiler.results.schema import gib
+from workloads.device import resolve_device
+from workloads.errors import InputError
+from workloads.models import load_model
+
+
+def open_runner(
+    *,
+    model: str,
+    weights: str,
+    dtype: str,
+    device: str,
+    seed: int,
+    run_id: str,
+    warmup: int,
+    repeats: int,
+    save_outputs: bool = False,
+    memory_cap_gib: float | None = None,
+    torch_trace: Path | None = None,
+    nvml_module: str = "pynvml",
+    agreement: bool = True,
+) -> Runner:
+    """A Runner with its model loaded; close it (runner.close()) to end the sampler process."""
+    dev = resolve_device(device)
+    nvml, reason = Nvml.open(dev)
+    baseline = gib(nvml.device_used_bytes()) if nvml else None  # before anything of ours is on the GPU
+    if memory_cap_gib is not None:
+        try:
+            apply_memory_cap(dev, memory_cap_gib)  # before loading, so the weights count against it
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    lm = load_model(model, weights, dtype, device, seed)
+    sampler = None
+    if nvml is not None:
+        try:
+            sampler = SamplerProcess(nvml.uuid, nvml_module=nvml_module)
+        except NvmlUnavailable as exc:
+            reason = f"NVML sampler: {exc}"
+    return Runner(
+        lm,
+        run_id,
+        fingerprint(lm.device, nvml),
+        warmup=warmup,
+        repeats=repeats,
+        seed=seed,
+        save_outputs=save_outputs,
+        sampler=sampler,
+        nvml=nvml,
+        nvml_reason=reason,
+        baseline_device_gib=baseline,
+        memory_cap_gib=memory_cap_gib,
+        torch_trace=torch_trace,
+        agreement=agreement,
+    )
