@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hired.layout import ImageLayout
-from hired.spec import shape_of
+from hired.shape import shape_of
 
 
 @dataclass

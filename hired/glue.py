@@ -15,7 +15,8 @@ import torch
 
 from hired.capture import encode_images
 from hired.layout import ImageLayout, image_layout
-from hired.spec import Method, Selection, VisionShape, shape_of
+from hired.shape import VisionShape, shape_of
+from hired.spec import Method, Selection
 
 
 def vision_shape(model) -> VisionShape:

@@ -7,8 +7,14 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from profiler.console import MEANINGLESS, agreement_text, baselines, method_label
-from profiler.metrics import PEAK_MEMORY_ORDER, median
+from profiler.results.views import (
+    MEANINGLESS,
+    PEAK_MEMORY_ORDER,
+    agreement_text,
+    baselines,
+    median,
+    method_label,
+)
 from reports import figures
 from reports.data import (
     METHOD_ORDER,
@@ -23,7 +29,7 @@ from reports.data import (
 )
 from reports.document import Section, Table, to_html, to_markdown
 from workloads.paper import PAPER_MODELS, PAPER_TABLE4
-from workloads.plan import budget_label
+from workloads.point import budget_label
 
 
 def fmt(value: float | None, spec: str = ".3g") -> str:
@@ -181,7 +187,7 @@ def main_budget(rows: list[dict]):
     return min(b for b, n in counts.items() if n == top)
 
 
-# what each peak-memory figure is, in words (profiler.metrics.PEAK_MEMORY_ORDER picks one per point)
+# what each peak-memory figure is, in words (profiler.measure.metrics.PEAK_MEMORY_ORDER picks one per point)
 PEAK_FIGURES = {
     "torch_allocated": "torch's max allocated",
     "nvml_process": "NVML's peak for the process",
@@ -417,7 +423,7 @@ def paper_section(results: Results) -> Section | None:
 
 
 def checks_section(results: Results) -> Section | None:
-    """The instrument checks (python -m profiler.checks): each instrument against an independent reference."""
+    """The instrument checks (python -m profiler.bench.checks): each instrument against a reference."""
     if not results.checks:
         return None
     rows = []
@@ -441,7 +447,7 @@ def checks_section(results: Results) -> Section | None:
         "Instrument checks",
         [
             "Each instrument against an independent reference on the same work "
-            "(`python -m profiler.checks`).",
+            "(`python -m profiler.bench.checks`).",
             Table(
                 ["check", "compares", "measured", "reference", "difference", "tolerance", "verdict", "how"],
                 rows,

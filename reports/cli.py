@@ -41,7 +41,7 @@ def cannot_write(out: Path, exc: OSError) -> typer.Exit:
 
 def check_out(out: Path) -> None:
     """The report's folder: a folder (or creatable), writable."""
-    from profiler.records import why_not_creatable
+    from profiler.results.store import why_not_creatable
 
     if problem := why_not_creatable(out):
         raise fail(f"--out {out}: {problem}")

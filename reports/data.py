@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hired.methods import METHODS
-from profiler.metrics import peak_memory_gib
-from profiler.records import KINDS, SCHEMA_VERSION, STATUSES, iter_lines
-from profiler.schema import is_number, is_whole, record_problem
+from profiler.results.schema import is_number, is_whole, record_problem
+from profiler.results.store import KINDS, SCHEMA_VERSION, STATUSES, iter_lines
+from profiler.results.views import peak_memory_gib
 from workloads.plan import MAX_POINTS
 
 METHOD_ORDER = list(METHODS)  # the registry's order: baseline, HiRED, the field's methods, baselines
-VERDICTS = ("pass", "fail", "n/a", "error")  # an instrument check's outcome (profiler.checks)
+VERDICTS = ("pass", "fail", "n/a", "error")  # an instrument check's outcome (profiler.bench.checks)
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Results:
     boundaries: list[dict] = field(default_factory=list)  # "kind": "oom_boundary"
     predictions: list[dict] = field(default_factory=list)  # "kind": "prediction"
     accuracy: list[dict] = field(default_factory=list)  # "kind": "accuracy" (lmms-eval task metrics)
-    checks: list[dict] = field(default_factory=list)  # "kind": "instrument_check" (python -m profiler.checks)
+    checks: list[dict] = field(default_factory=list)  # "kind": "instrument_check" (profiler.bench.checks)
     files: list[Path] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # (file, reason) -> lines not used
     duplicates: int = 0  # identical records read more than once (a file named twice, a folder and a file)
@@ -53,7 +53,7 @@ def result_files(paths: list[Path]) -> list[Path]:
 
 def problem(record: dict) -> str | None:
     """Why a parsed line is not a record this suite can use, or None when it is: the schema's types
-    (profiler.schema), then what the types cannot say (version, kind, status, batch size)."""
+    (profiler.results.schema), then what the types cannot say (version, kind, status, batch size)."""
     version = record.get("schema_version")
     if not is_whole(version):
         return "no schema_version"
@@ -207,7 +207,7 @@ def spread(record: dict, metric: str) -> float | None:
 
 
 def peak_memory(record: dict) -> tuple[float | None, str | None]:
-    """(GiB, which figure) a record's peak memory is compared by (defined in profiler.metrics)."""
+    """(GiB, which figure) a record's peak memory is compared by (defined in profiler.measure.metrics)."""
     return peak_memory_gib(record.get("metrics"))
 
 

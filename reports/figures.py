@@ -10,11 +10,10 @@ from matplotlib.figure import Figure as MplFigure  # no pyplot: no global state,
 from matplotlib.ticker import MaxNLocator
 
 from hired.methods import METHODS
-from profiler.console import varying_params
-from profiler.metrics import median
+from profiler.results.views import median, varying_params
 from reports.data import METHOD_ORDER, method_key, peak_memory, spread
 from reports.document import Figure
-from workloads.plan import budget_label
+from workloads.point import budget_label
 
 COLOURS = {
     "none": "#4b5563",

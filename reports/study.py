@@ -32,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from workloads.paper import PAPER_NEW_TOKENS, PAPER_REPEATS, PAPER_WARMUP
+
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "reports" / "studies"
 CAP = "24GiB"  # the HiRED paper's Tesla P40
@@ -103,8 +105,6 @@ class Study:
 # the trimmed paper grid: HiRED Table 4's cells (full, HiRED 40% and 20% at batch 1, 2, 4, 15 new tokens)
 PAPER_BATCHES = (1, 2, 4)
 PAPER_BUDGETS = (0.2, 0.4)
-PAPER_NEW_TOKENS = 15
-PAPER_WARMUP, PAPER_REPEATS = 2, 5  # the eager decode is host-bound at batch 1: its run-to-run spread is wide
 
 
 def in_table4(point) -> bool:
@@ -214,7 +214,7 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
             (
                 python,
                 "-m",
-                "profiler.checks",
+                "profiler.bench.checks",
                 "--model",
                 m,
                 "--dtype",
@@ -304,7 +304,7 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
             (
                 python,
                 "-m",
-                "profiler.bench_select",
+                "profiler.bench.select",
                 *("--batches 1 8 --repeats 10" if gpu else "--batches 1 --repeats 3").split(),
             ),
             stdout="bench/select.txt",
@@ -320,7 +320,7 @@ def plan_study(target: Target, folder: Path, python: str = sys.executable) -> St
             (
                 python,
                 "-m",
-                "profiler.bench_decode",
+                "profiler.bench.decode",
                 "--model",
                 m,
                 "--dtype",

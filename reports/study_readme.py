@@ -9,13 +9,12 @@ import json
 from pathlib import Path
 
 from hired.methods import METHODS
-from profiler.metrics import PEAK_MEMORY_ORDER, median
+from profiler.results.views import PEAK_MEMORY_ORDER, median
 from reports.build import PEAK_FIGURES, checks_section, fmt, ratios
 from reports.data import Results, load_results, method_key, peak_memory
 from reports.document import Section, Table, to_markdown
-from reports.study import PAPER_NEW_TOKENS, PAPER_REPEATS, PAPER_WARMUP
-from workloads.paper import PAPER_TABLE4
-from workloads.plan import budget_label
+from workloads.paper import PAPER_NEW_TOKENS, PAPER_REPEATS, PAPER_TABLE4, PAPER_WARMUP
+from workloads.point import budget_label
 
 SECTIONS = (
     "Machine",
@@ -328,8 +327,8 @@ def boundary_section(results: Results, outcomes: dict) -> Section:
 def bench_section(folder: Path, outcomes: dict) -> Section:
     parts = []
     for step, file, what in (
-        ("bench-select", "bench/select.txt", "`python -m profiler.bench_select`"),
-        ("bench-decode", "bench/decode.txt", "`python -m profiler.bench_decode`"),
+        ("bench-select", "bench/select.txt", "`python -m profiler.bench.select`"),
+        ("bench-decode", "bench/decode.txt", "`python -m profiler.bench.decode`"),
     ):
         path = folder / file
         text = path.read_text(errors="replace").strip() if path.exists() else ""

@@ -1,5 +1,5 @@
 """Straightforward transcriptions of METHODS.md, written independently of hired/, used as test oracles
-(and by profiler.bench_select to time the vectorised merge against the per-token loop)."""
+(and by profiler.bench.select to time the vectorised merge against the per-token loop)."""
 
 import numpy as np
 import torch

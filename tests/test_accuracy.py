@@ -62,7 +62,7 @@ def requests(doc_list, max_new=MAX_NEW, until=("\n",)):
 
 def adapter(tiny, method="hired", budget=0.2, param=HIRED, batch_size=1):
     need_extra("lmms_eval")
-    from profiler.lmms_eval_model import HiredLlavaNext
+    from profiler.accuracy.model import HiredLlavaNext
 
     model = HiredLlavaNext(loaded=tiny, method=method, budget=budget, param=param, batch_size=batch_size)
     model.task_dict = {"hired_colours": {"validation": docs()}}
@@ -72,7 +72,9 @@ def adapter(tiny, method="hired", budget=0.2, param=HIRED, batch_size=1):
 def test_answers_come_from_the_measured_path(tiny):
     """What the adapter answers is what `run` measures: the same pictures and question through the
     runner's own request give the same tokens."""
-    from profiler.runner import Point, Workload, run_request
+    from profiler.measure.request import run_request
+    from workloads.plan import Workload
+    from workloads.point import Point
 
     model = adapter(tiny)
     answers = model.generate_until(requests(docs()))
@@ -102,7 +104,7 @@ def test_batches_stop_strings_and_full_budget(tiny):
 
 def test_refusals(tiny):
     need_extra("lmms_eval")
-    from profiler.lmms_eval_model import HiredLlavaNext
+    from profiler.accuracy.model import HiredLlavaNext
 
     with pytest.raises(ValueError, match="unknown model_args budegt"):
         HiredLlavaNext(loaded=tiny, budegt=0.2)
@@ -128,7 +130,7 @@ def test_lmms_eval_finds_the_model_by_name():
     need_extra("lmms_eval")
     from lmms_eval.models import get_model
 
-    from profiler.lmms_eval_model import HiredLlavaNext
+    from profiler.accuracy.model import HiredLlavaNext
 
     cls = get_model("hired_llava_next")
     assert cls is HiredLlavaNext
@@ -179,7 +181,7 @@ def test_eval_end_to_end_on_a_local_task(tiny, tmp_path):
     assert ours["value"] == pytest.approx(1 / 3)
     assert base["value"] == pytest.approx(1 / 3 if none == hired else 0.0)
     assert abs(ours["achieved_budget"] - 0.2) < 0.01
-    from profiler.accuracy import lmms_eval_version
+    from profiler.accuracy.evaluate import lmms_eval_version
 
     assert records[1]["config"]["weights"] == "random"
     assert records[1]["config"]["lmms_eval_version"] == lmms_eval_version()
@@ -190,7 +192,7 @@ def test_offline_reaches_a_hub_client_already_imported(monkeypatch):
     import huggingface_hub.constants
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    from profiler import accuracy
+    from profiler.accuracy import evaluate as accuracy
 
     for name in accuracy.OFFLINE:
         monkeypatch.delenv(name, raising=False)

@@ -8,13 +8,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import profiler.runner
-import profiler.timing
+import profiler.instruments.timing
+import profiler.measure.runner
 from profiler.cli import app
-from profiler.metrics import agreement
-from profiler.records import read_records
-from profiler.runner import Point, Runner, Workload
+from profiler.measure.metrics import agreement
+from profiler.measure.runner import Runner
+from profiler.results.store import read_records
 from workloads.images import synthetic_images
+from workloads.plan import Workload
+from workloads.point import Point
 
 HIRED = {"alpha": 0.5, "l_init": 0, "l_final": 2}
 
@@ -65,15 +67,15 @@ def test_the_extra_request_never_enters_the_timing(tiny, monkeypatch):
     """With a clock that ticks once per reading, every timed value is a count of clock readings inside
     a request: equal with and without agreement exactly when the extra requests stay out."""
     ticks = count()
-    monkeypatch.setattr(profiler.timing.time, "perf_counter_ns", lambda: next(ticks) * 1_000_000)
+    monkeypatch.setattr(profiler.instruments.timing.time, "perf_counter_ns", lambda: next(ticks) * 1_000_000)
     calls = []
-    real = profiler.runner.run_request
+    real = profiler.measure.runner.run_request
 
     def counted(*args, **kwargs):
         calls.append(args[2].method)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(profiler.runner, "run_request", counted)
+    monkeypatch.setattr(profiler.measure.runner, "run_request", counted)
     records = {}
     for on in (False, True):
         calls.clear()
@@ -90,14 +92,14 @@ def test_the_extra_request_never_enters_the_timing(tiny, monkeypatch):
 
 
 def test_a_failed_agreement_request_leaves_the_point_measured(tiny, monkeypatch):
-    real = profiler.runner.run_request
+    real = profiler.measure.runner.run_request
 
     def no_logits(lm, workload, point, first_logits=None):
         if first_logits is not None:
             raise RuntimeError("boom")
         return real(lm, workload, point)
 
-    monkeypatch.setattr(profiler.runner, "run_request", no_logits)
+    monkeypatch.setattr(profiler.measure.runner, "run_request", no_logits)
     record = Runner(tiny, "r", {}, warmup=0, repeats=1).measure(workload(), Point("hired", 0.2, HIRED))
     assert record["status"] == "ok" and record["metrics"]["ttft_s"]["median"] > 0
     assert record["metrics"]["agreement"] is None
@@ -106,14 +108,14 @@ def test_a_failed_agreement_request_leaves_the_point_measured(tiny, monkeypatch)
 
 def test_the_baseline_outputs_are_computed_once_per_input_set(tiny, monkeypatch):
     calls = []
-    real = profiler.runner.run_request
+    real = profiler.measure.runner.run_request
 
     def counted(*args, **kwargs):
         if len(args) > 3:
             calls.append(args[2].method)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(profiler.runner, "run_request", counted)
+    monkeypatch.setattr(profiler.measure.runner, "run_request", counted)
     runner = Runner(tiny, "r", {}, warmup=0, repeats=1)
     for budget in (0.1, 0.2):
         runner.measure(workload(), Point("hired", budget, HIRED))

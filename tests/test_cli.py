@@ -7,7 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import profiler.runner
+import profiler.measure.runner
 from hired.methods import METHODS
 from profiler.cli import app
 
@@ -147,14 +147,14 @@ def test_save_outputs_keeps_token_ids(tmp_path):
 
 
 def test_failed_point_is_recorded_and_the_rest_goes_on(tmp_path, monkeypatch):
-    real = profiler.runner.run_request
+    real = profiler.measure.runner.run_request
 
     def broken_for_hired(lm, workload, point, *rest):
         if point.method == "hired":
             raise RuntimeError("boom in select")
         return real(lm, workload, point, *rest)
 
-    monkeypatch.setattr(profiler.runner, "run_request", broken_for_hired)
+    monkeypatch.setattr(profiler.measure.runner, "run_request", broken_for_hired)
     out = tmp_path / "r.jsonl"
     result = invoke(*FAST, "--batch", "1", "--output", str(out))
     assert result.exit_code == 1
@@ -165,14 +165,14 @@ def test_failed_point_is_recorded_and_the_rest_goes_on(tmp_path, monkeypatch):
 
 
 def test_out_of_memory_is_status_oom(tmp_path, monkeypatch):
-    real = profiler.runner.run_request
+    real = profiler.measure.runner.run_request
 
     def oom_for_baseline(lm, workload, point, *rest):
         if point.method == "none":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(lm, workload, point, *rest)
 
-    monkeypatch.setattr(profiler.runner, "run_request", oom_for_baseline)
+    monkeypatch.setattr(profiler.measure.runner, "run_request", oom_for_baseline)
     out = tmp_path / "r.jsonl"
     result = invoke(*FAST, "--batch", "1", "--output", str(out))
     assert result.exit_code == 0, result.stderr
@@ -277,9 +277,9 @@ def test_method_parameters_belong_to_the_method(tmp_path):
 def test_prumerge_plus_failure_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     """No outliers anywhere (r = 0): PruMerge+ adaptive fails as the released code would; PruMerge and
     the baseline are still measured."""
-    import hired.prumerge
+    import hired.methods.prumerge
 
-    monkeypatch.setattr(hired.prumerge, "outlier_counts", lambda attention, valid: valid.sum(1) * 0)
+    monkeypatch.setattr(hired.methods.prumerge, "outlier_counts", lambda attention, valid: valid.sum(1) * 0)
     out = tmp_path / "r.jsonl"
     result = invoke(*FAST, "--method", "all", "--budget", "adaptive", "--batch", "1", "--output", str(out))
     assert result.exit_code == 1  # a point failed

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import profiler.guards
-import profiler.records
-from profiler.records import append_record, make_record, read_records
+import profiler.capacity.guards
+import profiler.results.store
+from profiler.results.store import append_record, make_record, read_records
 from reports.cli import app
 from reports.data import load_results
 
@@ -55,7 +55,7 @@ def test_a_writer_killed_mid_line_loses_nothing_else(tmp_path):
     out = tmp_path / "r.jsonl"
     killer = f"""
         import os, signal
-        from profiler.records import append_record, make_record
+        from profiler.results.store import append_record, make_record
         for i in range(2):
             append_record({str(out)!r}, make_record("dead", "error", {{"i": i}}, {{}}, None))
         fd = os.open({str(out)!r}, os.O_WRONLY | os.O_APPEND)
@@ -95,7 +95,7 @@ def test_two_writers_at_once_interleave_no_line(tmp_path):
     out = tmp_path / "new.jsonl"
     writer = f"""
         import sys
-        from profiler.records import append_record, make_record
+        from profiler.results.store import append_record, make_record
         for i in range(200):
             config = {{"i": i, "pad": "x" * 3000}}  # lines longer than a pipe's atomic 4 KiB
             append_record({str(out)!r}, make_record(sys.argv[1], "error", config, {{}}, None))
@@ -123,7 +123,7 @@ def test_a_full_disk_keeps_the_file_whole_and_prints_what_was_not_written(tmp_pa
             raise OSError(28, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr(profiler.records.os, "write", half_then_full)
+    monkeypatch.setattr(profiler.results.store.os, "write", half_then_full)
     result = RUNNER.invoke(app, ["run", *FAST, "--output", str(out)])
     assert result.exit_code == 1
     said = result.stderr.strip().splitlines()[-1]
@@ -235,7 +235,7 @@ def test_a_200mb_file_reads_in_bounded_memory(tmp_path):
 
 
 def test_a_7b_float32_on_a_24gib_host_is_refused_at_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(profiler.guards, "host_available_gib", lambda: 24.0)
+    monkeypatch.setattr(profiler.capacity.guards, "host_available_gib", lambda: 24.0)
     start = time.perf_counter()
     result = RUNNER.invoke(
         app, ["run", "--model", "llava-next-7b", "--device", "cpu", "--output", str(tmp_path / "r")]
@@ -243,7 +243,7 @@ def test_a_7b_float32_on_a_24gib_host_is_refused_at_once(tmp_path, monkeypatch):
     took = time.perf_counter() - start
     assert result.exit_code == 2 and "needs about" in result.stderr and "24.0 GiB" in result.stderr
     assert took < 5, f"the guard took {took:.1f} s"
-    monkeypatch.setattr(profiler.guards, "host_available_gib", lambda: 200.0)
+    monkeypatch.setattr(profiler.capacity.guards, "host_available_gib", lambda: 200.0)
     result = RUNNER.invoke(
         app, ["run", "--model", "llava-next-7b", "--device", "cpu", "--output", str(tmp_path / "r")]
     )
@@ -255,11 +255,11 @@ def test_a_7b_float32_on_a_24gib_host_is_refused_at_once(tmp_path, monkeypatch):
 def test_ctrl_c_during_a_slow_load_says_what_was_kept(tmp_path):
     out = tmp_path / "r.jsonl"
     slow = f"""
-        import time, profiler.session
+        import time, profiler.measure.session
         def slow_load(*args, **kwargs):
             print("loading", flush=True)
             time.sleep(60)
-        profiler.session.load_model = slow_load
+        profiler.measure.session.load_model = slow_load
         from profiler.cli import main
         import sys
         sys.argv = ["hired-bench", "run", "--model", "tiny", "--device", "cpu", "--output", {str(out)!r}]
@@ -282,14 +282,14 @@ def test_ctrl_c_during_a_slow_load_says_what_was_kept(tmp_path):
 def test_ctrl_c_after_some_points_counts_them(tmp_path):
     out = tmp_path / "r.jsonl"
     slow = f"""
-        import time, profiler.runner
-        real = profiler.runner.run_request
+        import time, profiler.measure.runner
+        real = profiler.measure.runner.run_request
         def slow_for_hired(lm, workload, point, *rest):
             if point.method == "hired":
                 print("measuring hired", flush=True)
                 time.sleep(60)
             return real(lm, workload, point, *rest)
-        profiler.runner.run_request = slow_for_hired
+        profiler.measure.runner.run_request = slow_for_hired
         from profiler.cli import main
         import sys
         sys.argv = ["hired-bench", "run", {", ".join(repr(a) for a in FAST)}, "--output", {str(out)!r}]
@@ -311,7 +311,7 @@ def test_a_child_process_dies_with_the_command_that_started_it(tmp_path):
     parent = textwrap.dedent(
         """
         import subprocess, sys, time
-        from profiler.processes import die_with_parent
+        from profiler.instruments.processes import die_with_parent
         sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
         child = subprocess.Popen(sleeper, preexec_fn=die_with_parent)
         print(child.pid, flush=True)

@@ -6,14 +6,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import profiler.runner
+import profiler.measure.runner
 from hired.glue import prepare_batch, vision_shape
 from hired.methods import METHODS, method_params
 from profiler.cli import app
-from profiler.memory import GIB, SamplerProcess, SamplerReading
-from profiler.nvml_sampler import trapezoid_mj
-from profiler.runner import Point, Runner, Workload, generate_tokens
+from profiler.instruments.nvml import SamplerProcess, SamplerReading
+from profiler.instruments.nvml_sampler import trapezoid_mj
+from profiler.measure.request import generate_tokens
+from profiler.measure.runner import Runner
+from profiler.results.schema import GIB
 from workloads.images import synthetic_images
+from workloads.plan import Workload
+from workloads.point import Point
 
 PROMPT = "What is shown in this image?"
 STEPS = 6
@@ -110,7 +114,8 @@ def test_llm_stage_methods_are_refused_for_compiled_before_loading(tmp_path, mon
 
 
 def test_all_on_both_engines_passes_llm_stage_methods_over_for_compiled_only():
-    from workloads.plan import Inputs, MethodEntry, plan_points
+    from workloads.plan import plan_points
+    from workloads.point import Inputs, MethodEntry
 
     points = plan_points(
         [MethodEntry("all", (0.2,))], models=["tiny"], inputs=[Inputs()], batch_sizes=[1],
@@ -124,13 +129,13 @@ def test_all_on_both_engines_passes_llm_stage_methods_over_for_compiled_only():
 @pytest.mark.parametrize(("repeats", "min_duration", "expected"), [(2, 4.5, 5), (7, 4.5, 7), (3, 0.0, 3)])
 def test_min_duration_runs_until_both_count_and_time(tiny, monkeypatch, repeats, min_duration, expected):
     calls = {"n": 0}
-    real = profiler.runner.run_request
+    real = profiler.measure.runner.run_request
 
     def one_second_each(lm, workload, point, *rest):
         calls["n"] += 1
         return real(lm, workload, point, *rest)
 
-    monkeypatch.setattr(profiler.runner, "run_request", one_second_each)
+    monkeypatch.setattr(profiler.measure.runner, "run_request", one_second_each)
     runner = Runner(tiny, "r", {}, warmup=0, repeats=repeats, clock=lambda: float(calls["n"]))
     images = synthetic_images([(336, 336)], 1)
     record = runner.measure(Workload(images, PROMPT, 2), Point("none", 1.0, min_duration=min_duration))

@@ -7,13 +7,14 @@ import torch
 from typer.testing import CliRunner
 
 from hired.capture import VisionBatch
-from hired.divprune import farthest_point
 from hired.layout import image_layout
 from hired.methods import METHODS, check_point, method_params
-from hired.resize import plan_resize
-from hired.spec import VisionShape, apportion
+from hired.methods.divprune import farthest_point
+from hired.methods.resize import plan_resize
+from hired.shape import VisionShape
+from hired.spec import apportion
 from profiler.cli import app
-from profiler.records import read_records
+from profiler.results.store import read_records
 from tests.conftest import plant_key_ties, with_patch_queries
 from tests.oracles import divprune_greedy, globalcom2_image, globalcom2_release_image, visionzip_partition
 from workloads.presets import PRESETS
@@ -165,7 +166,7 @@ def test_globalcom2_crops_with_more_thumbnail_score_get_more_tokens(tiny):
     batch.queries[3][0, 0] = 0
     batch.keys[3][0, 1:] = 0
     logits = thumbnail.flatten()
-    import hired.globalcom2 as g2
+    import hired.methods.globalcom2 as g2
 
     weights = g2.crop_weights(logits, batch.layouts[0], [576] * 4, 10.0)
     assert weights[0] > weights[1] == weights[2] == weights[3]

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from hired.hired import region_scores, select_hired, split_budget
 from hired.layout import image_layout, top_per_row
+from hired.methods.hired import region_scores, select_hired, split_budget
 
 
 def one_hot_map(*cells: tuple[int, int], side: int = 24) -> torch.Tensor:

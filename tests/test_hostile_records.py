@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from profiler.checks import Check, check_record
-from profiler.records import append_record
-from profiler.schema import KIND_SPECS, record_problem, type_problem
+from profiler.bench.checks import Check, check_record
+from profiler.results.schema import KIND_SPECS, record_problem, type_problem
+from profiler.results.store import append_record
 from reports.build import build_compare, build_report
 from reports.data import Results, load_results, problem
 

@@ -11,7 +11,7 @@ from hired.glue import prepare_batch, vision_shape
 from hired.llm import LayerInputs, Pruning, pruning
 from hired.methods import METHODS, method_params
 from hired.spec import Method
-from profiler.runner import generate_tokens
+from profiler.measure.request import generate_tokens
 from workloads.images import synthetic_images
 from workloads.models import load_model
 
@@ -170,7 +170,9 @@ def test_budget_one_is_the_stock_path(tiny):
 
 
 def test_token_layer_share_in_the_record(tiny):
-    from profiler.runner import Point, Runner, Workload
+    from profiler.measure.runner import Runner
+    from workloads.plan import Workload
+    from workloads.point import Point
 
     runner = Runner(tiny, "r", {}, warmup=0, repeats=1)
     images = synthetic_images([(600, 600)], 1, seed=2)

@@ -11,9 +11,14 @@ import torch
 from typer.testing import CliRunner
 
 from profiler.cli import app
-from profiler.memory import GIB, NvmlUnavailable, SamplerProcess, apply_memory_cap, parse_gib
-from profiler.runner import Point, Runner, Workload, run_request, variance_warnings
+from profiler.instruments.nvml import NvmlUnavailable, SamplerProcess
+from profiler.instruments.torch_memory import apply_memory_cap
+from profiler.measure.request import run_request
+from profiler.measure.runner import Runner, variance_warnings
+from profiler.results.schema import GIB, parse_gib
 from workloads.images import synthetic_images
+from workloads.plan import Workload
+from workloads.point import Point
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = CliRunner()
@@ -211,9 +216,9 @@ def test_py_spy_without_permission_is_one_clear_line(tmp_path, monkeypatch):
     refusal = "Permission Denied: Try running again with elevated permissions"
     fake.write_text(f"#!/bin/sh\necho '{refusal}'\nexit 1\n")
     fake.chmod(0o755)
-    import profiler.pyspy
+    import profiler.instruments.pyspy
 
-    monkeypatch.setattr(profiler.pyspy.shutil, "which", lambda name: str(fake))
+    monkeypatch.setattr(profiler.instruments.pyspy.shutil, "which", lambda name: str(fake))
     out = tmp_path / "r.jsonl"
     result = RUNNER.invoke(app, [*FAST, "--output", str(out), "--py-spy", str(tmp_path / "host.svg")])
     assert result.exit_code == 2
@@ -223,7 +228,7 @@ def test_py_spy_without_permission_is_one_clear_line(tmp_path, monkeypatch):
 
 
 def test_host_peak_rss_is_a_window_that_resets():
-    from profiler.memory import host_peak_rss_gib, reset_host_peak
+    from profiler.instruments.torch_memory import host_peak_rss_gib, reset_host_peak
 
     assert reset_host_peak()  # Linux
     before = host_peak_rss_gib()
@@ -241,14 +246,14 @@ def test_host_peak_rss_is_a_window_that_resets():
 def test_versions_outside_the_tested_range_are_said(monkeypatch, tmp_path):
     import transformers
 
-    import profiler.hardware
+    import profiler.instruments.hardware
 
     inside = ["torch>=1", f"transformers>={transformers.__version__}", "numpy<1"]  # numpy: not one we check
-    monkeypatch.setattr(profiler.hardware, "requirements", lambda: inside)
-    assert profiler.hardware.untested_versions() == []
+    monkeypatch.setattr(profiler.instruments.hardware, "requirements", lambda: inside)
+    assert profiler.instruments.hardware.untested_versions() == []
     outside = ["torch>=1", "transformers>=4,<5", "nonsense ==="]
-    monkeypatch.setattr(profiler.hardware, "requirements", lambda: outside)
-    found = profiler.hardware.untested_versions()
+    monkeypatch.setattr(profiler.instruments.hardware, "requirements", lambda: outside)
+    found = profiler.instruments.hardware.untested_versions()
     assert found == [f"transformers {transformers.__version__} is outside the tested range <5,>=4"]
     env = json.loads(RUNNER.invoke(app, ["env", "--json", "--device", "cpu"]).stdout)
     assert env["measurable"]["tested_versions"].startswith("transformers ")
@@ -258,7 +263,7 @@ def test_versions_outside_the_tested_range_are_said(monkeypatch, tmp_path):
 
 
 def test_a_tested_range_comes_from_the_install_or_the_checkout():
-    from profiler.hardware import requirements
+    from profiler.instruments.hardware import requirements
 
     names = [line.split("<")[0].split(">")[0].split("=")[0].strip() for line in requirements()]
     assert "torch" in names and "transformers" in names

@@ -9,13 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from hired.methods import METHODS
-from hired.spec import BUDGET_KINDS, STAGES, Param, VisionShape, method_params
+from hired.shape import VisionShape
+from hired.spec import BUDGET_KINDS, STAGES, Param, method_params
 from profiler.cli import app
 from profiler.cli.methods import markdown
-from profiler.records import read_records
+from profiler.results.store import read_records
 from tests.example_method import STRIDE
 from workloads.errors import InputError
-from workloads.plan import Inputs, MethodEntry, Point, plan_points
+from workloads.plan import plan_points
+from workloads.point import Inputs, MethodEntry, Point
 from workloads.sweep import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from hired.capture import VisionBatch
-from hired.hired import select_hired, select_hired_reference
 from hired.layout import image_layout
 from hired.methods import METHODS, VisionShape, check_point, method_params
-from hired.prumerge import apportion, merge, outlier_counts, plus_stride, reference_partition
+from hired.methods.hired import select_hired, select_hired_reference
+from hired.methods.prumerge import apportion, merge, outlier_counts, plus_stride, reference_partition
 from tests.conftest import plant_key_ties, with_patch_queries
 from tests.oracles import (
     hired_reference_budgets,

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from hired.glue import expand_prompts, pad_id, picture_sizes, prepare_batch, shown_pictures, vision_shape
 from hired.methods import METHODS, method_params
+from profiler.capacity.model import model_shape
 from profiler.cli import app
-from profiler.memory_model import model_shape
 from workloads.images import synthetic_images
 from workloads.models import load_model
 from workloads.presets import PRESETS
@@ -141,7 +141,7 @@ def greedy(lm, batch, method):
     """Five greedy tokens; an LLM-stage method's hooks installed for the request (grouped-query
     attention on the Mistral twin: its KV heads are shared by two query heads each)."""
     from hired.llm import pruning
-    from profiler.runner import generate_tokens
+    from profiler.measure.request import generate_tokens
 
     params = method_params(METHODS[method], vision_shape(lm.model))
     valid = batch.attention_mask.bool()

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from profiler.memory import GIB, Nvml
-from profiler.metrics import request_metrics
-from profiler.records import append_record, make_record, read_records
-from profiler.stats import coefficient_of_variation, summarize
-from profiler.timing import StepClock, Timeline
+from profiler.instruments.nvml import Nvml
+from profiler.instruments.timing import StepClock, Timeline
+from profiler.measure.metrics import request_metrics
+from profiler.measure.stats import coefficient_of_variation, summarize
+from profiler.results.schema import GIB
+from profiler.results.store import append_record, make_record, read_records
 
 
 def test_summarize_against_statistics_and_numpy():
@@ -184,7 +185,7 @@ def test_cuda_timeline_synchronises_only_for_the_first_token_and_the_end(monkeyp
 
 
 def test_torch_peaks_in_gib(monkeypatch):
-    from profiler.memory import torch_peak_gib
+    from profiler.instruments.torch_memory import torch_peak_gib
 
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * GIB)
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 7 * GIB // 2)
@@ -198,7 +199,7 @@ def test_suite_version_from_a_checkout(monkeypatch):
     from importlib.metadata import PackageNotFoundError
     from pathlib import Path
 
-    import profiler.records as records
+    import profiler.results.store as records
 
     def missing(name):
         raise PackageNotFoundError(name)
@@ -212,7 +213,7 @@ def test_suite_version_from_a_checkout(monkeypatch):
 def test_overhead_pairs_rounds_and_alternates_which_path_runs_first(monkeypatch):
     """Ratios are per-round suite / bare rates (median); each path's timed request follows an untimed
     one of its own, and which path runs first alternates."""
-    import profiler.bench_overhead as bench
+    import profiler.bench.overhead as bench
 
     monkeypatch.setattr(bench.BareRequest, "of", classmethod(lambda cls, lm, workload: None))
     monkeypatch.setattr(bench, "hook_cost_us", lambda device: 1.0)
@@ -245,7 +246,7 @@ def test_overhead_pairs_rounds_and_alternates_which_path_runs_first(monkeypatch)
 def test_overhead_runs_the_suite_request_against_a_bare_generate(tiny):
     """Both paths run for real on the same pictures and prompt, and the bare one is plain transformers:
     its input_ids hold as many image placeholders as the suite's stock path gives the model."""
-    import profiler.bench_overhead as bench
+    import profiler.bench.overhead as bench
     from workloads.images import synthetic_images
     from workloads.plan import Workload
 
@@ -263,7 +264,7 @@ def test_overhead_runs_the_suite_request_against_a_bare_generate(tiny):
 def test_bench_select_runs_every_point_on_its_synthetic_batch():
     """The GPU study's selection benchmark: every method and fidelity it times selects on its 7B-shaped
     synthetic batch (a change to what VisionBatch holds must reach it too)."""
-    import profiler.bench_select as bench
+    import profiler.bench.select as bench
     from hired.methods import METHODS, VisionShape, method_params
 
     cpu = torch.device("cpu")

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from profiler.cli import app, optional_values
-from profiler.records import read_records
+from profiler.results.store import read_records
 from tests.conftest import need_extra
 from workloads.errors import InputError
 from workloads.sweep import load_sweep
@@ -267,8 +267,8 @@ def test_what_no_worker_could_run_is_refused_once_the_cluster_is_known(tmp_path,
 
 
 def test_workers_take_whole_cpus_on_one_node():
-    from profiler.ray_sweep import Cluster, Node, plan_workers
-    from workloads.plan import Point
+    from profiler.orchestrate.ray import Cluster, Node, plan_workers
+    from workloads.point import Point
 
     points = [Point("none", 1.0, {}, "paper", seed=s) for s in range(8)]
     two_nodes = Cluster([Node(3, 0), Node(3, 0)])  # 6 CPUs, but a 2-CPU worker fits once per node
@@ -284,7 +284,7 @@ def test_workers_take_whole_cpus_on_one_node():
 
 def test_a_failed_worker_is_named_in_the_record():
     ray = need_extra("ray")
-    from profiler.ray_sweep import failure
+    from profiler.orchestrate.ray import failure
 
     oom = ray.exceptions.OutOfMemoryError(
         "Task was killed due to the node running low on memory.\nMemory on the node"
@@ -302,7 +302,7 @@ def test_a_failed_worker_is_named_in_the_record():
 def test_dry_run_plans_each_gpu_type_as_a_gpu(tmp_path):
     from dataclasses import replace
 
-    from profiler.memory_model import plan_predictions
+    from profiler.capacity.model import plan_predictions
 
     grid = tmp_path / "typed.toml"
     grid.write_text('accelerators = ["A100", "L4"]\nmodels = ["llava-next-7b"]\nbatch_sizes = [1]\n'

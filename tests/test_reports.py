@@ -314,10 +314,10 @@ def test_paths_are_printed_as_written_not_as_rich_markup(tmp_path):
 def test_failed_points_without_a_fingerprint_are_no_machine_to_compare(tmp_path):
     """What the first GPU study wrote when a capped model group failed to open: points with no hardware.
     They are an unknown machine (not a CPU), keep the cap they asked for, and are not compared."""
-    from profiler.sweep import planned_config
+    from profiler.orchestrate.local import planned_config
     from reports.build import compare_section
     from reports.data import machine
-    from workloads.plan import Point
+    from workloads.point import Point
 
     measured = raw(A)
     config = planned_config(Point("hired", 0.2, model="llava-next-7b", memory_cap="24GiB"), "paper-capped")

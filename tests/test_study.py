@@ -1,6 +1,6 @@
 """`make gpu-study` without a GPU: the plan and its time boxes, the trimmed paper grid, the README the
 study writes, steps in their own boxed processes, --only and the tarball; the instrument checks
-(profiler.checks) and the sampler's --power-always against the fake NVML (tests/fake_pynvml.py)."""
+(profiler.bench.checks) and the sampler's --power-always against the fake NVML (tests/fake_pynvml.py)."""
 
 import json
 import os
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from profiler import checks
-from profiler.checks import CHECKS, NO_GPU, SAMPLER_FLOOR_HZ, Check, check_record, judged
-from profiler.memory import SamplerProcess
-from profiler.records import append_record
+from profiler.bench import checks
+from profiler.bench.checks import CHECKS, NO_GPU, SAMPLER_FLOOR_HZ, Check, check_record, judged
+from profiler.instruments.nvml import SamplerProcess
+from profiler.results.store import append_record
 from reports import study as study_mod
 from reports.build import checks_section, fmt
 from reports.data import Results, load_results, problem
@@ -641,8 +641,8 @@ def test_stop_kills_a_leader_that_ignores_sigint(tmp_path):
 
 def test_a_failed_step_says_what_it_recorded(tmp_path):
     """A step that exits 1 is described by its results (statuses, the first error), not its last log line."""
-    from profiler.checks import Check, check_record
-    from profiler.records import append_record, read_records
+    from profiler.bench.checks import Check, check_record
+    from profiler.results.store import append_record, read_records
 
     points = tmp_path / "r.jsonl"
     fixture = [r for r in read_records(FIXTURE) if "kind" not in r and r.get("config")][:2]

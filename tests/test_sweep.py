@@ -13,14 +13,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import profiler.runner
-from profiler.boundary import search_boundary
+import profiler.measure.runner
+from profiler.capacity.model import ModelShape, largest_batch, model_shape, predict_peak_gib
+from profiler.capacity.search import search_boundary
 from profiler.cli import app
-from profiler.memory import GIB
-from profiler.memory_model import ModelShape, largest_batch, model_shape, predict_peak_gib
-from profiler.records import append_record, read_records
-from profiler.runner import Runner
-from profiler.sweep import pending_points
+from profiler.measure.runner import Runner
+from profiler.orchestrate.local import pending_points
+from profiler.results.schema import GIB
+from profiler.results.store import append_record, read_records
 from workloads.errors import InputError
 from workloads.presets import PRESETS
 from workloads.sweep import load_sweep
@@ -133,14 +133,14 @@ def test_sweep_file_errors_name_the_key(tmp_path, text, message):
 
 @pytest.mark.slow
 def test_sweep_with_injected_ooms_records_every_point(tmp_path, monkeypatch):
-    real = profiler.runner.run_request
+    real = profiler.measure.runner.run_request
 
     def oom_at_batch_2_for_hired(lm, workload, point, *rest):
         if point.method == "hired" and workload.batch_size == 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
         return real(lm, workload, point, *rest)
 
-    monkeypatch.setattr(profiler.runner, "run_request", oom_at_batch_2_for_hired)
+    monkeypatch.setattr(profiler.measure.runner, "run_request", oom_at_batch_2_for_hired)
     out = tmp_path / "r.jsonl"
     result = RUNNER.invoke(app, ["sweep", str(write(tmp_path, SMALL)), "--output", str(out)])
     assert result.exit_code == 0, result.stderr
@@ -225,14 +225,14 @@ def test_boundary_search_edges():
 
 @pytest.mark.slow
 def test_oom_boundary_command_against_a_fake_oom(tmp_path, monkeypatch):
-    real = profiler.runner.run_request
+    real = profiler.measure.runner.run_request
 
     def fits_up_to_three(lm, workload, point, *rest):
         if workload.batch_size > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return real(lm, workload, point, *rest)
 
-    monkeypatch.setattr(profiler.runner, "run_request", fits_up_to_three)
+    monkeypatch.setattr(profiler.measure.runner, "run_request", fits_up_to_three)
     monkeypatch.setattr("profiler.cli.boundary.require_gpu", lambda device: None)  # the OOMs are faked
     out = tmp_path / "b.jsonl"
     args = [
@@ -334,9 +334,9 @@ def test_released_stack_explains_the_paper_table4():
     """Batch 1 of Table 4 is the released stack within 1%; full at batch 4 does not fit 24 GiB; batch 2
     and 4 are the released stack with the previous request's output still held (the release's script
     keeps it), within 2%, and without that held cache they read lower. The modern stack needs less."""
-    from profiler.memory_model import table4
+    from profiler.capacity.model import table4
     from workloads.models import model_config, prompt_text_tokens
-    from workloads.plan import Point
+    from workloads.point import Point
 
     point = Point("none", 1.0, model="llava-next-7b")
     text = prompt_text_tokens("llava-next-7b", point.prompt)
@@ -420,7 +420,8 @@ def test_unknown_model_is_refused_before_measuring(tmp_path):
 
 
 def test_mixed_budgets_pair_each_method_only_with_budgets_it_defines(tmp_path):
-    from workloads.plan import Inputs, MethodEntry, plan_points
+    from workloads.plan import plan_points
+    from workloads.point import Inputs, MethodEntry
 
     plan = plan_points([MethodEntry("all", (0.2, None))], models=["tiny"], inputs=[Inputs()], batch_sizes=[1])
     pairs = [(p.method, p.budget) for p in plan.points]

@@ -10,3 +10,7 @@ PAPER_TABLE4 = {
 }
 PAPER_MODELS = {"llava-next-7b", "llava-hf/llava-v1.6-vicuna-7b-hf"}
 PAPER_MEMORY_GIB = 24.0  # the P40's memory
+
+# how the GPU study measures the paper's grid: Table 4's 15 new tokens; 2 warm-up and 5 measured requests
+PAPER_NEW_TOKENS = 15
+PAPER_WARMUP, PAPER_REPEATS = 2, 5  # the eager decode is host-bound at batch 1: its run-to-run spread is wide

@@ -7,111 +7,15 @@ point means the same everywhere and `--resume` can match any results file by key
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import product
 from pathlib import Path
 
 from PIL import Image
 
-from workloads.presets import DEFAULT_PROMPT
+from workloads.point import ENGINES, LATER_FIELDS, Inputs, MethodEntry, Point  # noqa: F401
 
-# fields added after 0.1.0, left out of a point's key at these values so older files still match
-LATER_FIELDS = {"images": None, "engine": "eager", "min_duration": 0.0, "accelerator": None}
-ENGINES = ("eager", "compiled")
-# a point's measuring counts, the same bounds on the command line and in sweep files: (lowest, highest)
-BOUNDS = {
-    "warmup": (0, 10_000),
-    "repeats": (1, 10_000),
-    "min_duration": (0.0, 3600.0),
-    "seed": (0, 2**63 - 1),
-}
 MAX_POINTS = 20_000  # a plan larger than this is refused before it is expanded: split it into several files
-
-
-def check_bound(name: str, value) -> str | None:
-    """Why a measuring count is out of bounds (NaN and infinity too): "must be in LOW..HIGH, got V"."""
-    low, high = BOUNDS[name]
-    if not low <= value <= high:  # False for NaN
-        unit = " seconds" if isinstance(low, float) else ""
-        return f"must be in {low:g}..{high:g}{unit}, got {value:g}"
-    return None
-
-
-def budget_label(budget) -> str:
-    """A budget as printed everywhere: 20% for a fraction, as is for "adaptive", n/a where missing."""
-    if isinstance(budget, str):
-        return budget
-    return "n/a" if budget is None else f"{budget:.0%}"
-
-
-@dataclass(frozen=True)
-class Point:
-    """One measured point, as asked (auto values and default parameters unresolved, so its key is stable)."""
-
-    method: str
-    budget: float | None = 1.0  # None: the method's adaptive count
-    params: dict = field(default_factory=dict, hash=False)  # as asked; defaults fill in on the model
-    fidelity: str = "paper"
-    model: str = "auto"
-    weights: str = "auto"
-    dtype: str = "auto"
-    device: str = "auto"
-    memory_cap: str | None = None
-    batch_size: int = 1
-    image_sizes: tuple[tuple[int, int], ...] | None = ((600, 600),)  # (width, height), cycled over the batch
-    images: str | None = None  # a folder of pictures instead of synthetic ones
-    new_tokens: int = 15
-    prompt: str = DEFAULT_PROMPT
-    warmup: int = 2
-    repeats: int = 5
-    seed: int = 0
-    engine: str = "eager"  # "eager": transformers' generate; "compiled": static KV cache + torch.compile
-    min_duration: float = 0.0  # measured requests go on until both `repeats` and this many seconds
-    accelerator: str | None = None  # on a Ray cluster: the GPU type to measure on (Ray's names: "A100")
-
-    @property
-    def label(self) -> str:
-        return budget_label("adaptive" if self.budget is None else self.budget)
-
-    @property
-    def key(self) -> str:
-        """Stable identity of the point: what --resume matches records against.
-
-        Fields added after the first release are left out at their default, so older files still match.
-        """
-        fields = asdict(self)
-        for name, default in LATER_FIELDS.items():
-            if fields[name] == default:
-                del fields[name]
-        text = json.dumps(fields, sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-    @property
-    def model_group(self) -> tuple:
-        """Points with the same group share one loaded model."""
-        return (self.model, self.weights, self.dtype, self.device, self.memory_cap)
-
-
-@dataclass(frozen=True)
-class MethodEntry:
-    """What to measure: a method (or "all"), its budgets, fidelity and parameter values (a grid)."""
-
-    name: str
-    budgets: tuple[float | None, ...]
-    fidelity: str = "paper"
-    params: dict[str, tuple] = field(default_factory=dict, hash=False)  # name -> values
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """What each request is asked: images (synthetic sizes or a folder), prompt, new tokens."""
-
-    image_sizes: tuple[tuple[int, int], ...] | None = ((600, 600),)
-    images: str | None = None
-    new_tokens: int = 15
-    prompt: str = DEFAULT_PROMPT
 
 
 @dataclass
@@ -310,7 +214,8 @@ def check_params(points: list[Point], worker_gpu: bool | None = None) -> None:
     the model's configuration alone: refused before any model is built. Raises ValueError.
     worker_gpu: the points run on Ray workers with (True) or without (False) a GPU, not here."""
     from hired.methods import METHODS
-    from hired.spec import method_params, shape_of
+    from hired.shape import shape_of
+    from hired.spec import method_params
     from workloads.device import resolve_device, resolve_model_name
     from workloads.models import model_config
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from workloads.errors import InputError
 from workloads.images import parse_size
-from workloads.plan import Inputs, MethodEntry, Point, check_bound, expand, plan_points
+from workloads.plan import expand, plan_points
+from workloads.point import Inputs, MethodEntry, Point, check_option
 from workloads.presets import DEFAULT_PROMPT
 
 if sys.version_info >= (3, 11):
@@ -199,7 +200,7 @@ def load_sweep(path: Path) -> Sweep:
     new_tokens = _positive_ints(source, "new_tokens", data.get("new_tokens", [15]))
     image_sizes = _image_sizes(source, data.get("image_sizes", ["600x600"]))
     for key in ("warmup", "repeats", "seed", "min_duration"):
-        if key in data and (why := check_bound(key, data[key])):
+        if key in data and (why := check_option(key, data[key])):
             raise _fail(source, key, f"out of range: {why}")
     if "<image>" in data.get("prompt", "") or not data.get("prompt", "x").strip():
         raise _fail(source, "prompt", "must be a question without <image> (the template places the image)")

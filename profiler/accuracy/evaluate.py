@@ -14,7 +14,7 @@ from pathlib import Path
 
 from profiler.results.store import append_record, error_message, make_record
 from workloads.errors import InputError
-from workloads.plan import Point
+from workloads.point import Point
 
 # what keeps datasets and the Hub offline; set before either is imported
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

@@ -23,7 +23,7 @@ from hired.methods import METHODS
 from hired.spec import check_point, method_params
 from profiler.measure.request import generate_tokens, llm_stage, prepare_request
 from workloads.models import LoadedModel, load_model
-from workloads.plan import Point
+from workloads.point import Point
 
 DEFAULT_MAX_NEW_TOKENS = 256  # a task that sets no max_new_tokens
 MODEL_ARGS = ("pretrained", "method", "budget", "fidelity", "param", "weights", "dtype", "device", "seed")

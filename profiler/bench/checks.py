@@ -152,7 +152,8 @@ def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None
     from profiler.results.views import median
     from workloads.device import resolve_device
     from workloads.models import load_model
-    from workloads.plan import Point, build_workload
+    from workloads.plan import build_workload
+    from workloads.point import Point
 
     dev = resolve_device(args.device)
     gpu = dev.type == "cuda"

@@ -29,7 +29,8 @@ from profiler.measure.request import prepare_request, run_request
 from profiler.measure.stats import percentile
 from workloads.images import synthetic_images
 from workloads.models import load_model
-from workloads.plan import Point, Workload
+from workloads.plan import Workload
+from workloads.point import Point
 from workloads.presets import DEFAULT_PROMPT
 
 

@@ -48,7 +48,7 @@ def main() -> None:
     try:
         app(args=optional_values(sys.argv[1:]), prog_name="hired-bench")
     except Interrupted:
-        from profiler.records import written
+        from profiler.results.store import written
 
         said = ", ".join(f"{n} points recorded in {path}" for path, n in written.items())
         say(f"interrupted: {said or 'no point recorded'}")

@@ -21,7 +21,7 @@ from profiler.cli.common import (
     warn_untested_versions,
     write_failed,
 )
-from profiler.records import check_output, new_run_id
+from profiler.results.store import check_output, new_run_id
 from workloads.errors import InputError
 from workloads.presets import DEFAULT_PROMPT
 
@@ -78,7 +78,7 @@ def oom_boundary(
         require_gpu(device)
         options.check_to_measure(plan.points, force)
         warn_untested_versions()
-        from profiler.session import open_runner
+        from profiler.measure.session import open_runner
 
         with err.status("building the model…"):
             runner = open_runner(
@@ -95,8 +95,8 @@ def oom_boundary(
             )
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
-    from profiler.boundary import find_boundaries
-    from profiler.records import WriteFailed
+    from profiler.capacity.boundary import find_boundaries
+    from profiler.results.store import WriteFailed
 
     with closing(runner), progress() as bar:
         describe(runner)

@@ -91,9 +91,9 @@ def measure(
 
     Returns (records, the runners used); a py-spy flamegraph covers the measuring when asked for.
     """
-    from profiler.pyspy import PySpyError, start_py_spy, stop_py_spy
-    from profiler.records import WriteFailed, new_run_id
-    from profiler.sweep import run_points
+    from profiler.instruments.pyspy import PySpyError, start_py_spy, stop_py_spy
+    from profiler.orchestrate.local import run_points
+    from profiler.results.store import WriteFailed, new_run_id
 
     records, runners, spies, started = [], [], [], []
     warn_untested_versions()
@@ -150,7 +150,7 @@ def measure(
 
 def warn_untested_versions() -> None:
     """Once per measuring command: a torch or transformers the tests have not proven may break a method."""
-    from profiler.hardware import untested_versions
+    from profiler.instruments.hardware import untested_versions
 
     for line in untested_versions():
         err.print(

@@ -11,8 +11,8 @@ from workloads.errors import InputError
 
 def env(device: options.Device = "auto", as_json: options.Json = False) -> None:
     """The hardware and software fingerprint stored in every record, and what can be measured here."""
-    from profiler.hardware import fingerprint, untested_versions
-    from profiler.memory import Nvml, NvmlUnavailable, SamplerProcess
+    from profiler.instruments.hardware import fingerprint, untested_versions
+    from profiler.instruments.nvml import Nvml, NvmlUnavailable, SamplerProcess
     from workloads.device import resolve_device
 
     try:

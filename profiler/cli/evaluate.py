@@ -11,9 +11,9 @@ import typer
 from profiler.cli import options
 from profiler.cli.common import err, fail, out, warn_untested_versions
 from profiler.cli.run import DEFAULT_OUTPUT
-from profiler.records import WriteFailed, check_output, new_run_id
+from profiler.results.store import WriteFailed, check_output, new_run_id
 from workloads.errors import InputError
-from workloads.plan import Inputs, budget_label
+from workloads.point import Inputs, budget_label
 
 NOT_INSTALLED = (
     "lmms-eval is not installed: pip install 'hired-bench[eval]' (docs/accuracy.md says how on a CPU)"
@@ -67,7 +67,7 @@ def evaluate(
         check_output(output)
         if importlib.util.find_spec("lmms_eval") is None:
             raise InputError(NOT_INSTALLED)
-        from profiler import accuracy
+        from profiler.accuracy import evaluate as accuracy
 
         if not allow_download:
             accuracy.stay_offline()  # before lmms-eval imports datasets and the Hub client
@@ -105,7 +105,7 @@ def accuracy_table(records: list[dict]):
     from rich.markup import escape
     from rich.table import Table
 
-    from profiler.console import MEANINGLESS
+    from profiler.results.views import MEANINGLESS
 
     table = Table(title="task accuracy (lmms-eval)", title_justify="left", caption_justify="left")
     for name in ("task", "metric", "method", "budget", "value", "± stderr", "questions", "kept"):

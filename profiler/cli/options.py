@@ -14,7 +14,7 @@ import typer
 from workloads import presets
 from workloads.errors import InputError
 from workloads.images import folder_images, parse_size
-from workloads.plan import BOUNDS, Inputs, MethodEntry, check_bound
+from workloads.point import Inputs, MethodEntry, check_option
 from workloads.presets import PRESETS
 
 Model = Annotated[
@@ -123,7 +123,6 @@ Yes = Annotated[
         help="Start a plan estimated above an hour without asking (asked on a terminal; refused elsewhere).",
     ),
 ]
-SEED_LIMIT = BOUNDS["seed"][1]  # torch generators take 64-bit seeds
 
 
 def parse_budget(text: str) -> float | None:
@@ -181,7 +180,7 @@ def plan_command(
     comma-separated lists)."""
     from workloads.plan import plan_points
 
-    if why := check_bound("min_duration", common.get("min_duration", 0.0)):
+    if why := check_option("min_duration", common.get("min_duration", 0.0)):
         raise InputError(f"--min-duration {why}")
     return plan_points(
         method_entries(method, budget, fidelity, param),
@@ -196,8 +195,8 @@ def plan_command(
 
 
 def check_seed(seed: int) -> None:
-    if not 0 <= seed <= SEED_LIMIT:
-        raise InputError(f"--seed must be a whole number in 0..2**63-1, got {seed}")
+    if why := check_option("seed", seed):
+        raise InputError(f"--seed {why}")
 
 
 def check_counts(batch: int, new_tokens: int, warmup: int, repeats: int) -> None:
@@ -206,7 +205,7 @@ def check_counts(batch: int, new_tokens: int, warmup: int, repeats: int) -> None
     if new_tokens < 1:
         raise InputError(f"--new-tokens must be at least 1, got {new_tokens}")
     for name, value in (("warmup", warmup), ("repeats", repeats)):
-        if why := check_bound(name, value):
+        if why := check_option(name, value):
             raise InputError(f"--{name} {why}")
 
 
@@ -241,7 +240,7 @@ def check_prompt(prompt: str) -> None:
 def parse_cap(text: str | None) -> float | None:
     if text is None:
         return None
-    from profiler.memory import parse_gib
+    from profiler.results.schema import parse_gib
 
     try:
         return parse_gib(text)
@@ -267,7 +266,8 @@ def check_plan(points: list, where: str = "", worker_gpu: bool | None = None) ->
     """Every model the points need can be built here (device, dtype, name, weights) and every point's
     parameters fit its model's shape (layer ranges): refused before any model is built. With
     worker_gpu (Ray workers with or without a GPU) what does not depend on the workers' nodes."""
-    from profiler.memory import check_cap_device, memory_cap_fraction, parse_gib
+    from profiler.instruments.torch_memory import check_cap_device, memory_cap_fraction
+    from profiler.results.schema import parse_gib
     from workloads.device import resolve_device
     from workloads.models import check_model
     from workloads.plan import check_params
@@ -292,8 +292,8 @@ def check_plan(points: list, where: str = "", worker_gpu: bool | None = None) ->
 
 
 def check_to_measure(points: list, force: bool, where: str = "", generates: bool = True) -> None:
-    """check_plan, then the guards of profiler.guards (memory, CPU time, context, token counts, inputs)."""
-    from profiler.guards import check_model_fits
+    """check_plan, then profiler.capacity.guards (memory, CPU time, context, token counts, inputs)."""
+    from profiler.capacity.guards import check_model_fits
 
     check_plan(points, where)
     check_model_fits(points, force, generates)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from profiler.cli import options
 from profiler.cli.common import err, fail, out, write_failed
-from profiler.records import WriteFailed, append_record, check_output
+from profiler.results.store import WriteFailed, append_record, check_output
 from workloads.errors import InputError
 from workloads.presets import DEFAULT_PROMPT
 
@@ -30,14 +30,14 @@ def predict(
     overhead: Annotated[
         str,
         typer.Option(help="Memory that is not PyTorch's: the CUDA context (use 0 for a --memory-cap run)."),
-    ] = "0.5GiB",  # profiler.memory_model.CUDA_CONTEXT_GIB
+    ] = "0.5GiB",  # profiler.capacity.model.CUDA_CONTEXT_GIB
     output: Annotated[
         Path | None, typer.Option(help="Also append the predictions (JSON Lines) here.")
     ] = None,
 ) -> None:
     """Predicted peak memory and the largest batch that fits on a card, from the configuration alone."""
-    from profiler.memory import parse_gib
-    from profiler.memory_model import BYTES, STACKS
+    from profiler.capacity.model import BYTES, STACKS
+    from profiler.results.schema import parse_gib
 
     try:
         if stack not in (*STACKS, "auto"):
@@ -58,7 +58,7 @@ def predict(
         plan = options.plan_command(method, budget, fidelity, param, model, inputs)
         if output is not None:
             check_output(output)
-        from profiler.memory_model import predictions
+        from profiler.capacity.model import predictions
 
         with err.status("reading the model's shape…"):
             options.check_plan(plan.points)
@@ -142,7 +142,7 @@ TABLE4_NOTE = (
 def paper_rows(points: list, dtype: str, memory_gib: float, rows: list[dict]) -> list[dict]:
     """The HiRED Table 4 side by side, when the released stack is predicted for the paper's model in
     float16 (the paper's setting); the picture is the first point's (the paper's: 600 x 600)."""
-    from profiler.memory_model import table4
+    from profiler.capacity.model import table4
     from workloads.models import model_config, prompt_text_tokens
     from workloads.paper import PAPER_MODELS
 

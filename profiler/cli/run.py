@@ -10,8 +10,8 @@ import typer
 
 from profiler.cli import options
 from profiler.cli.common import fail, measure, out, print_warnings, say
-from profiler.console import results_table
-from profiler.records import check_output
+from profiler.cli.tables import results_table
+from profiler.results.store import check_output
 from workloads.errors import InputError
 from workloads.presets import DEFAULT_PROMPT
 
@@ -64,7 +64,7 @@ def run(
     yes: options.Yes = False,
 ) -> None:
     """Measure METHOD at BUDGET and the full-token baseline on the same inputs; print a table with ratios."""
-    from profiler.guards import confirm_long_run
+    from profiler.capacity.guards import confirm_long_run
 
     try:
         options.check_counts(batch, new_tokens, warmup, repeats)
@@ -126,7 +126,7 @@ def run(
             markup=False,
         )
     print_warnings(records)
-    from profiler.runner import trace_path
+    from profiler.measure.runner import trace_path
 
     for path in [py_spy] + ([trace_path(torch_trace, p) for p in plan.points] if torch_trace else []):
         if path is not None and path.exists():

@@ -11,7 +11,7 @@ from profiler.cli import options
 from profiler.cli.common import err, fail, say
 from workloads.errors import InputError
 from workloads.images import load_image
-from workloads.plan import Inputs
+from workloads.point import Inputs
 
 
 def show_selection(

@@ -11,8 +11,8 @@ import typer
 
 from profiler.cli import options
 from profiler.cli.common import fail, measure, out, progress, say, write_failed
-from profiler.console import results_table
-from profiler.records import WriteFailed, check_output, new_run_id
+from profiler.cli.tables import results_table
+from profiler.results.store import WriteFailed, check_output, new_run_id
 from workloads.errors import InputError
 
 
@@ -51,8 +51,8 @@ def sweep(
     yes: options.Yes = False,
 ) -> None:
     """Measure the grid in FILE: methods x budgets x batch sizes x image sizes x models, point by point."""
-    from profiler.guards import confirm_long_run
-    from profiler.sweep import pending_points
+    from profiler.capacity.guards import confirm_long_run
+    from profiler.orchestrate.local import pending_points
     from workloads.sweep import load_sweep
 
     try:
@@ -109,7 +109,7 @@ def measure_on_ray(todo: list, output: Path, name: str, address: str, cpus: int,
     """The points on a Ray cluster (joined, or started for `local` and stopped after), one progress bar."""
     import ray
 
-    from profiler.ray_sweep import check_accelerators, cluster, connect, plan_workers, run_on_ray
+    from profiler.orchestrate.ray import check_accelerators, cluster, connect, plan_workers, run_on_ray
 
     try:
         started = connect(address)
@@ -154,8 +154,8 @@ def print_plan(spec, worker_gpu: bool | None = None) -> None:
     """--dry-run: every point with its predicted peak memory and whether it would run out of memory."""
     from rich.table import Table
 
-    from profiler.guards import check_model_fits
-    from profiler.memory_model import plan_predictions
+    from profiler.capacity.guards import check_model_fits
+    from profiler.capacity.model import plan_predictions
 
     rows = plan_predictions(spec.points, worker_gpu)
     table = Table(

@@ -19,7 +19,7 @@ from profiler.results.views import (
     tokens_text,
     varying_params,
 )
-from workloads.plan import budget_label
+from workloads.point import budget_label
 
 
 def results_table(records: list[dict], title: str) -> Table:

@@ -13,7 +13,8 @@ from hired.llm import pruning
 from hired.methods import METHODS
 from profiler.instruments.timing import StepClock, Timeline
 from workloads.models import LoadedModel
-from workloads.plan import Point, Workload
+from workloads.plan import Workload
+from workloads.point import Point
 
 
 @dataclass

@@ -31,7 +31,8 @@ from profiler.measure.stats import coefficient_of_variation, summarize
 from profiler.results.schema import gib
 from profiler.results.store import error_message, make_record
 from workloads.models import LoadedModel
-from workloads.plan import Point, Workload, build_workload
+from workloads.plan import Workload, build_workload
+from workloads.point import Point
 
 
 def aggregate(per_request: list[dict]) -> dict:

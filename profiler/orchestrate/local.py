@@ -20,7 +20,7 @@ from pathlib import Path
 
 from profiler.instruments.processes import die_with_parent
 from profiler.results.store import append_record, error_message, make_record, read_records
-from workloads.plan import Point
+from workloads.point import Point
 
 
 def pending_points(points: list[Point], output: Path, resume: bool) -> list[Point]:

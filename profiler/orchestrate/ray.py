@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from profiler.orchestrate.local import failed_load, measure_point, open_group_runner, planned_config
 from profiler.results.store import append_record, error_message, first_line, make_record
 from workloads.errors import InputError
-from workloads.plan import Point
+from workloads.point import Point
 
 OBJECT_STORE_BYTES = 256 * 2**20  # a local cluster: records are all that travel
 
