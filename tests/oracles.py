@@ -1,4 +1,4 @@
-"""Straightforward transcriptions of METHODS.md, written independently of hired/, used as test oracles
+"""Straightforward transcriptions of docs/methods.md, written independently of hired/, used as test oracles
 (and by profiler.bench.select to time the vectorised merge against the per-token loop)."""
 
 import numpy as np
@@ -42,7 +42,7 @@ def prumerge_plus_reference_order(attention_row):
 
 
 def hired_reference_budgets(partitions, grid, init_scores, budget, alpha):
-    """Per-partition token counts of the released HiRED code (METHODS.md, reference steps)."""
+    """Per-partition token counts of the released HiRED code (docs/methods.md, reference steps)."""
     n = 576
     n_total = int(partitions * n * budget)
     n0 = min(int(n_total * alpha), n)

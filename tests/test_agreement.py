@@ -13,6 +13,7 @@ import profiler.measure.runner
 from profiler.cli import app
 from profiler.measure.metrics import agreement
 from profiler.measure.runner import Runner
+from profiler.measure.settings import MeasureSettings
 from profiler.results.store import read_records
 from workloads.images import synthetic_images
 from workloads.plan import Workload
@@ -35,15 +36,19 @@ def exact(result: dict) -> tuple:
 )
 @pytest.mark.slow
 def test_full_budget_agrees_exactly(tiny, method, budget, params, fidelity):
-    runner = Runner(tiny, "r", {}, warmup=0, repeats=1)
-    record = runner.measure(workload(), Point(method, budget, params, fidelity))
+    runner = Runner(tiny, "r", {})
+    record = runner.measure(
+        workload(), Point(method, budget, params, fidelity), MeasureSettings(warmup=0, repeats=1)
+    )
     assert exact(record["metrics"]["agreement"]) == (1.0, 1.0, 0.0)
     assert record["metrics"]["agreement"]["prefix"]["values"] == [1.0, 1.0]
 
 
 def test_dropping_most_tokens_moves_the_first_token_distribution(tiny):
-    runner = Runner(tiny, "r", {}, warmup=0, repeats=1)
-    got = runner.measure(workload(), Point("hired", 0.05, HIRED))["metrics"]["agreement"]
+    runner = Runner(tiny, "r", {})
+    got = runner.measure(workload(), Point("hired", 0.05, HIRED), MeasureSettings(warmup=0, repeats=1))[
+        "metrics"
+    ]["agreement"]
     assert got["kl_first"]["min"] > 0  # other inputs, other logits
     assert 0.0 <= got["first_token"] <= 1.0 and 0.0 <= got["prefix"]["min"] <= got["prefix"]["max"] <= 1.0
 
@@ -79,8 +84,10 @@ def test_the_extra_request_never_enters_the_timing(tiny, monkeypatch):
     records = {}
     for on in (False, True):
         calls.clear()
-        runner = Runner(tiny, "r", {}, warmup=1, repeats=3, agreement=on)
-        records[on] = runner.measure(workload(), Point("hired", 0.2, HIRED))["metrics"]
+        runner = Runner(tiny, "r", {})
+        records[on] = runner.measure(
+            workload(), Point("hired", 0.2, HIRED), MeasureSettings(warmup=1, repeats=3, agreement=on)
+        )["metrics"]
         records[on]["calls"] = list(calls)
     off, on = records[False], records[True]
     assert off["requests"] == on["requests"] == 3
@@ -100,7 +107,9 @@ def test_a_failed_agreement_request_leaves_the_point_measured(tiny, monkeypatch)
         return real(lm, workload, point)
 
     monkeypatch.setattr(profiler.measure.runner, "run_request", no_logits)
-    record = Runner(tiny, "r", {}, warmup=0, repeats=1).measure(workload(), Point("hired", 0.2, HIRED))
+    record = Runner(tiny, "r", {}).measure(
+        workload(), Point("hired", 0.2, HIRED), MeasureSettings(warmup=0, repeats=1)
+    )
     assert record["status"] == "ok" and record["metrics"]["ttft_s"]["median"] > 0
     assert record["metrics"]["agreement"] is None
     assert record["metrics"]["unavailable"]["agreement"] == "the agreement request failed: RuntimeError: boom"
@@ -116,10 +125,12 @@ def test_the_baseline_outputs_are_computed_once_per_input_set(tiny, monkeypatch)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(profiler.measure.runner, "run_request", counted)
-    runner = Runner(tiny, "r", {}, warmup=0, repeats=1)
+    runner = Runner(tiny, "r", {})
     for budget in (0.1, 0.2):
-        runner.measure(workload(), Point("hired", budget, HIRED))
-    runner.measure(workload(batch=1), Point("hired", 0.2, HIRED))  # other pictures: a new reference
+        runner.measure(workload(), Point("hired", budget, HIRED), MeasureSettings(warmup=0, repeats=1))
+    runner.measure(
+        workload(batch=1), Point("hired", 0.2, HIRED), MeasureSettings(warmup=0, repeats=1)
+    )  # other pictures: a new reference
     assert calls == ["none", "hired", "hired", "none", "hired"]
 
 

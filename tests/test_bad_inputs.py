@@ -160,7 +160,7 @@ CASES = [
     (["sweep", "typo.toml"], 2, "did you mean 'batch_sizes'"),
     (["sweep", "budget.toml"], 2, 'budgets are fractions in (0, 1] or "adaptive"'),
     (["sweep", "cap.toml"], 2, "needs a CUDA device"),
-    (["sweep", "prompt.toml"], 2, "without <image>"),
+    (["sweep", "prompt.toml"], 2, "prompt: must not contain <image>"),
     (["sweep", "seed.toml"], 2, "seed: out of range"),
     (["sweep", "big.toml"], 2, "llava-next-7b"),
     (["sweep", "ok.toml", "--output", "photo.jpg"], 2, "is not a hired-bench results file"),

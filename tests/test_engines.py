@@ -14,6 +14,7 @@ from profiler.instruments.nvml import SamplerProcess, SamplerReading
 from profiler.instruments.nvml_sampler import trapezoid_mj
 from profiler.measure.request import generate_tokens
 from profiler.measure.runner import Runner
+from profiler.measure.settings import MeasureSettings
 from profiler.results.schema import GIB
 from workloads.images import synthetic_images
 from workloads.plan import Workload
@@ -79,8 +80,12 @@ def test_compiled_engine_gives_eager_results_and_compiles_outside_the_timed_requ
             break
     else:
         pytest.fail("no input with a clear greedy choice at every step")
-    runner = Runner(tiny, "r", {}, warmup=0, repeats=2)
-    record = runner.measure(Workload([image], PROMPT, STEPS), Point("hired", 0.2, engine="compiled"))
+    runner = Runner(tiny, "r", {})
+    record = runner.measure(
+        Workload([image], PROMPT, STEPS),
+        Point("hired", 0.2, engine="compiled"),
+        MeasureSettings(warmup=0, repeats=2),
+    )
     assert record["status"] == "ok", record["error"]
     m = record["metrics"]
     assert record["config"]["engine"] == "compiled" and m["requests"] == 2
@@ -136,9 +141,10 @@ def test_min_duration_runs_until_both_count_and_time(tiny, monkeypatch, repeats,
         return real(lm, workload, point, *rest)
 
     monkeypatch.setattr(profiler.measure.runner, "run_request", one_second_each)
-    runner = Runner(tiny, "r", {}, warmup=0, repeats=repeats, clock=lambda: float(calls["n"]))
+    runner = Runner(tiny, "r", {}, clock=lambda: float(calls["n"]))
     images = synthetic_images([(336, 336)], 1)
-    record = runner.measure(Workload(images, PROMPT, 2), Point("none", 1.0, min_duration=min_duration))
+    settings = MeasureSettings(warmup=0, repeats=repeats, min_duration=min_duration)
+    record = runner.measure(Workload(images, PROMPT, 2), Point("none", 1.0), settings)
     assert record["metrics"]["requests"] == expected == len(record["metrics"]["ttft_s"]["values"])
     assert record["config"]["min_duration_s"] == min_duration
     assert set(record["metrics"]["ttft_s"]) >= {"p90", "p99"}
@@ -166,9 +172,11 @@ def test_sampler_integrates_power_where_there_is_no_counter(fake_nvml):
 def test_a_foreign_process_on_the_gpu_is_a_warning(tiny, fake_nvml):
     module = fake_nvml(used=[GIB], processes=[["$PID", GIB], [4242, 3 * GIB]], energy_mj=0, energy_step_mj=1)
     with SamplerProcess("GPU-fake", nvml_module=module) as sampler:
-        runner = Runner(tiny, "r", {}, warmup=0, repeats=1, sampler=sampler, baseline_device_gib=0.0)
+        runner = Runner(tiny, "r", {}, sampler=sampler, baseline_device_gib=0.0)
         images = synthetic_images([(336, 336)], 1)
-        record = runner.measure(Workload(images, PROMPT, 2), Point("none", 1.0))
+        record = runner.measure(
+            Workload(images, PROMPT, 2), Point("none", 1.0), MeasureSettings(warmup=0, repeats=1)
+        )
     warnings = [w for w in record["metrics"]["warnings"] if "other processes" in w]
     assert warnings == ["other processes used this GPU during the measurement: PID 4242 (3.00 GiB)"]
     assert record["metrics"]["energy_method"] == "counter"

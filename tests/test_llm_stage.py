@@ -171,12 +171,15 @@ def test_budget_one_is_the_stock_path(tiny):
 
 def test_token_layer_share_in_the_record(tiny):
     from profiler.measure.runner import Runner
+    from profiler.measure.settings import MeasureSettings
     from workloads.plan import Workload
     from workloads.point import Point
 
-    runner = Runner(tiny, "r", {}, warmup=0, repeats=1)
+    runner = Runner(tiny, "r", {})
     images = synthetic_images([(600, 600)], 1, seed=2)
-    record = runner.measure(Workload(images, PROMPT, 2), Point("fastv", 0.2, {"layer": 1}))
+    record = runner.measure(
+        Workload(images, PROMPT, 2), Point("fastv", 0.2, {"layer": 1}), MeasureSettings(warmup=0, repeats=1)
+    )
     visual = record["metrics"]["visual_tokens"]
     layers = tiny.model.config.text_config.num_hidden_layers
     assert visual["kept"] == [576] and visual["full"] == [2880]

@@ -15,6 +15,7 @@ from profiler.instruments.nvml import NvmlUnavailable, SamplerProcess
 from profiler.instruments.torch_memory import apply_memory_cap
 from profiler.measure.request import run_request
 from profiler.measure.runner import Runner, variance_warnings
+from profiler.measure.settings import MeasureSettings
 from profiler.results.schema import GIB, parse_gib
 from workloads.images import synthetic_images
 from workloads.plan import Workload
@@ -79,8 +80,12 @@ def workload(new_tokens=4, batch=2):
 def test_runner_records_sampler_figures(tiny, fake_nvml):
     module = fake_nvml(used=[10 * GIB, 12 * GIB], processes=[[1, 5]], energy_mj=0, energy_step_mj=20)
     with SamplerProcess("GPU-fake", nvml_module=module) as sampler:
-        runner = Runner(tiny, "r", {}, warmup=0, repeats=2, sampler=sampler, baseline_device_gib=4.0)
-        record = runner.measure(workload(), Point("hired", 0.2, {"alpha": 0.5, "l_init": 0, "l_final": 2}))
+        runner = Runner(tiny, "r", {}, sampler=sampler, baseline_device_gib=4.0)
+        record = runner.measure(
+            workload(),
+            Point("hired", 0.2, {"alpha": 0.5, "l_init": 0, "l_final": 2}),
+            MeasureSettings(warmup=0, repeats=2),
+        )
     m = record["metrics"]
     assert record["status"] == "ok"
     assert m["peak_memory_gib"]["nvml_device"] == 12.0
@@ -94,17 +99,19 @@ def test_runner_records_sampler_figures(tiny, fake_nvml):
 
 
 def test_runner_without_nvml_says_why(tiny):
-    runner = Runner(tiny, "r", {}, warmup=0, repeats=1, nvml_reason="no CUDA device in use")
-    m = runner.measure(workload(), Point("none", 1.0))["metrics"]
+    runner = Runner(tiny, "r", {}, nvml_reason="no CUDA device in use")
+    m = runner.measure(workload(), Point("none", 1.0), MeasureSettings(warmup=0, repeats=1))["metrics"]
     assert m["energy_j"] == {"per_request": None, "per_token": None}
     assert m["unavailable"]["energy_j"] == "no CUDA device in use"
     assert m["peak_memory_gib"]["nvml_device"] is None
 
 
 def test_phases_add_up_and_every_step_is_seen(tiny):
-    runner = Runner(tiny, "r", {}, warmup=1, repeats=3)
+    runner = Runner(tiny, "r", {})
     m = runner.measure(
-        workload(new_tokens=6), Point("hired", 0.3, {"alpha": 0.5, "l_init": 0, "l_final": 2})
+        workload(new_tokens=6),
+        Point("hired", 0.3, {"alpha": 0.5, "l_init": 0, "l_final": 2}),
+        MeasureSettings(warmup=1, repeats=3),
     )["metrics"]
     for i, e2e in enumerate(m["e2e_s"]["values"]):
         total = sum(stats["values"][i] for stats in m["phases_s"].values())

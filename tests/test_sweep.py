@@ -106,7 +106,7 @@ def test_points_order_and_keys(tmp_path):
     [
         (SMALL.replace("batch_sizes", "batch_size"), "batch_size: unknown key (did you mean 'batch_sizes'?)"),
         (SMALL.replace('models = ["tiny"]', ""), "models: missing (required)"),
-        (SMALL.replace("[1, 2]", "[1, 0]"), "batch_sizes: must be a non-empty list of whole numbers >= 1"),
+        (SMALL.replace("[1, 2]", "[1, 0]"), "batch_sizes: out of range: must be at least 1, got 0"),
         (
             SMALL.replace("[0.2, 0.4]", "[0.2, 1.5]"),
             'methods[0].budgets: budgets are fractions in (0, 1] or "adaptive"',

@@ -26,34 +26,35 @@ from pathlib import Path
 from workloads.errors import InputError
 from workloads.images import parse_size
 from workloads.plan import expand, plan_points
-from workloads.point import Inputs, MethodEntry, Point, check_option
-from workloads.presets import DEFAULT_PROMPT
+from workloads.point import (
+    DEFAULTS,
+    OPTIONS,
+    TOML_KEYS,
+    Inputs,
+    MethodEntry,
+    Point,
+    check_option,
+    check_prompt,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+SCALAR_TYPES = {str: str, int: int, float: (int, float)}
+# the file's keys: a point option's sweep key (workloads.point) holds a list where it is an axis of the grid
 TOP_KEYS = {
     "description": str,
-    "models": list,
-    "weights": str,
-    "dtype": str,
-    "device": str,
-    "fidelity": str,
-    "prompt": str,
-    "batch_sizes": list,
-    "image_sizes": list,
-    "new_tokens": list,
-    "warmup": int,
-    "repeats": int,
-    "seed": int,
-    "memory_cap": str,
+    **{
+        f.metadata["toml"]: list
+        if f.metadata["axis"]
+        else SCALAR_TYPES[str if f.default is None else type(f.default)]
+        for f in OPTIONS.values()
+        if f.metadata["toml"]
+    },
     "output": str,
     "methods": list,
-    "engines": list,
-    "min_duration": (int, float),
-    "accelerators": list,
 }
 REQUIRED = ("models", "batch_sizes", "methods")
 ENTRY_KEYS = {"name", "budgets", "fidelity"}  # plus the method's own parameters (hired.spec)
@@ -82,9 +83,13 @@ def _unknown(source: str, where: str, keys, allowed) -> None:
             raise _fail(source, f"{where}{key}", f"unknown key{suggestion}")
 
 
-def _positive_ints(source: str, key: str, values) -> list[int]:
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
-        raise _fail(source, key, f"must be a non-empty list of whole numbers >= 1, got {values!r}")
+def _whole_numbers(source: str, key: str, values) -> list[int]:
+    """A list axis of whole numbers, each within its point option's bounds (workloads.point)."""
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise _fail(source, key, f"must be a non-empty list of whole numbers, got {values!r}")
+    for value in values:
+        if why := check_option(TOML_KEYS[key], value):
+            raise _fail(source, key, f"out of range: {why}")
     return list(values)
 
 
@@ -196,23 +201,31 @@ def load_sweep(path: Path) -> Sweep:
     models = data["models"]
     if not models or not all(isinstance(m, str) and m for m in models):
         raise _fail(source, "models", "must be a non-empty list of model names")
-    batch_sizes = _positive_ints(source, "batch_sizes", data["batch_sizes"])
-    new_tokens = _positive_ints(source, "new_tokens", data.get("new_tokens", [15]))
-    image_sizes = _image_sizes(source, data.get("image_sizes", ["600x600"]))
-    for key in ("warmup", "repeats", "seed", "min_duration"):
-        if key in data and (why := check_option(key, data[key])):
-            raise _fail(source, key, f"out of range: {why}")
-    if "<image>" in data.get("prompt", "") or not data.get("prompt", "x").strip():
-        raise _fail(source, "prompt", "must be a question without <image> (the template places the image)")
-    fidelity = data.get("fidelity", "paper")
+    batch_sizes = _whole_numbers(source, "batch_sizes", data["batch_sizes"])
+    new_tokens = _whole_numbers(source, "new_tokens", data.get("new_tokens", [DEFAULTS["new_tokens"]]))
+    image_sizes = _image_sizes(
+        source, data.get("image_sizes", [",".join(f"{w}x{h}" for w, h in DEFAULTS["image_sizes"])])
+    )
+    # a scalar point option: its sweep key, or the point's default
+    common = {
+        f.name: data.get(f.metadata["toml"], f.default)
+        for f in OPTIONS.values()
+        if f.metadata["toml"] and not f.metadata["axis"]
+    }
+    for name, value in common.items():
+        if why := check_option(name, value):
+            raise _fail(source, OPTIONS[name].metadata["toml"], f"out of range: {why}")
+    if why := check_prompt(common["prompt"]):
+        raise _fail(source, "prompt", why)
+    fidelity = common.pop("fidelity")
     if fidelity not in FIDELITIES:
         raise _fail(source, "fidelity", f"must be one of {', '.join(FIDELITIES)}, got {fidelity!r}")
     entries = [
         _entry(source, i, {"fidelity": fidelity, **entry} if isinstance(entry, dict) else entry)
         for i, entry in enumerate(data["methods"])
     ]
-    prompt = data.get("prompt", DEFAULT_PROMPT)
-    engines = data.get("engines", ["eager"])
+    prompt = common.pop("prompt")
+    engines = data.get("engines", [DEFAULTS["engine"]])
     if not engines or not all(isinstance(e, str) for e in engines):
         raise _fail(
             source, "engines", f'must be a non-empty list such as ["eager", "compiled"], got {engines!r}'
@@ -230,16 +243,9 @@ def load_sweep(path: Path) -> Sweep:
             inputs=[Inputs(sizes, None, tokens, prompt) for tokens in new_tokens for sizes in image_sizes],
             batch_sizes=batch_sizes,
             fidelity=fidelity,
-            weights=data.get("weights", "auto"),
-            dtype=data.get("dtype", "auto"),
-            device=data.get("device", "auto"),
-            memory_cap=data.get("memory_cap"),
-            warmup=data.get("warmup", 2),
-            repeats=data.get("repeats", 5),
-            seed=data.get("seed", 0),
             engines=tuple(engines),
             accelerators=tuple(accelerators),
-            min_duration=float(data.get("min_duration", 0)),
+            **{**common, "min_duration": float(common["min_duration"])},
         )
     except ValueError as exc:  # an engine a method cannot run on, a method a model cannot run
         raise InputError(f"{source}: {exc}") from None

@@ -1,4 +1,4 @@
-"""HiRED (Arif et al., AAAI 2025), paper mode: exact budgets per METHODS.md.
+"""HiRED (Arif et al., AAAI 2025), paper mode: exact budgets per docs/methods.md.
 
 Budget split: alpha of the budget to the full-image partition, the rest to the sub-images in
 proportion to the layer-l_init CLS attention the base image pays to each sub-image's region;

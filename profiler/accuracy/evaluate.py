@@ -9,9 +9,9 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
-from itertools import groupby
 from pathlib import Path
 
+from profiler.orchestrate.groups import ModelGroups, Observer
 from profiler.results.store import append_record, error_message, make_record
 from workloads.errors import InputError
 from workloads.point import Point
@@ -152,60 +152,58 @@ def run_eval(
     from profiler.instruments.hardware import fingerprint
     from workloads.models import load_model
 
-    for _, group in groupby(points, key=lambda p: p.model_group):
-        group = list(group)
-        first = group[0]
-        try:
-            lm = load_model(first.model, first.weights, first.dtype, first.device, first.seed)
-        except Exception as exc:  # every point of the model says why
-            for point in group:
-                config = eval_config(point, None, tasks, limit, batch_size)
-                yield _append(output, make_record(run_id, "error", config, {}, None, error_message(exc)))
+    def load(first: Point):
+        return load_model(first.model, first.weights, first.dtype, first.device, first.seed)
+
+    groups = ModelGroups(load, Observer(point=on_point))
+    for point in points:
+        lm, error = groups.enter(point)
+        if error is not None:  # every point of the model says why
+            config = eval_config(point, None, tasks, limit, batch_size)
+            yield _append(output, make_record(run_id, "error", config, {}, None, error_message(error)))
             continue
         hardware = fingerprint(lm.device, None)
-        for point in group:
-            on_point(point)
-            config = eval_config(point, lm, tasks, limit, batch_size)
-            try:
-                model = HiredLlavaNext(
-                    loaded=lm,
-                    method=point.method,
-                    budget="adaptive" if point.budget is None else point.budget,
-                    fidelity=point.fidelity,
-                    param=point.params,
-                    seed=point.seed,
-                    batch_size=batch_size,
-                )
-                config["method_params"] = model.point.params
-                results = simple_evaluate(
-                    model=model,
-                    tasks=list(tasks),
-                    limit=limit,
-                    task_manager=manager,
-                    batch_size=batch_size,
-                    log_samples=False,
-                    verbosity="WARNING",
-                    random_seed=point.seed,
-                    numpy_random_seed=point.seed,
-                    torch_random_seed=point.seed,
-                    fewshot_random_seed=point.seed,
-                )
-            except Exception as exc:
-                yield _append(
-                    output, make_record(run_id, "error", config, hardware, None, error_message(exc))
-                )
-                continue
-            for task, metric, value, stderr, samples in accuracy_rows(results):
-                shares = model.kept_share.get(task)
-                metrics = {
-                    "task": task,
-                    "metric": metric,
-                    "value": value,
-                    "stderr": stderr,
-                    "samples": samples,
-                    "achieved_budget": sum(shares) / len(shares) if shares else None,
-                }
-                yield _append(output, make_record(run_id, "ok", {**config, "task": task}, hardware, metrics))
+        config = eval_config(point, lm, tasks, limit, batch_size)
+        try:
+            model = HiredLlavaNext(
+                loaded=lm,
+                method=point.method,
+                budget="adaptive" if point.budget is None else point.budget,
+                fidelity=point.fidelity,
+                param=point.params,
+                seed=point.seed,
+                batch_size=batch_size,
+            )
+            config["method_params"] = model.point.params
+            results = simple_evaluate(
+                model=model,
+                tasks=list(tasks),
+                limit=limit,
+                task_manager=manager,
+                batch_size=batch_size,
+                log_samples=False,
+                verbosity="WARNING",
+                random_seed=point.seed,
+                numpy_random_seed=point.seed,
+                torch_random_seed=point.seed,
+                fewshot_random_seed=point.seed,
+            )
+        except Exception as exc:
+            yield _append(
+                output, make_record(run_id, "error", config, hardware, None, error_message(exc))
+            )
+            continue
+        for task, metric, value, stderr, samples in accuracy_rows(results):
+            shares = model.kept_share.get(task)
+            metrics = {
+                "task": task,
+                "metric": metric,
+                "value": value,
+                "stderr": stderr,
+                "samples": samples,
+                "achieved_budget": sum(shares) / len(shares) if shares else None,
+            }
+            yield _append(output, make_record(run_id, "ok", {**config, "task": task}, hardware, metrics))
 
 
 def _append(output: Path, record: dict) -> dict:

@@ -148,6 +148,7 @@ def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None
     from profiler.instruments.torch_memory import set_memory_fraction
     from profiler.measure.request import run_request
     from profiler.measure.runner import Runner
+    from profiler.measure.settings import MeasureSettings
     from profiler.results.schema import GIB, gib
     from profiler.results.views import median
     from workloads.device import resolve_device
@@ -183,8 +184,8 @@ def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None
         nvml=nvml,
         nvml_reason=reason or "no CUDA device in use",
         baseline_device_gib=gib(idle),
-        agreement=False,
     )
+    policy = MeasureSettings(agreement=False)  # the checks read instruments, not outputs
     common = {"model": args.model, "weights": args.weights, "dtype": args.dtype, "device": args.device}
     full = Point("none", 1.0, batch_size=args.batch, warmup=1, repeats=args.repeats, **common)
     target = Point("hired", 0.2, batch_size=args.batch, warmup=1, repeats=args.repeats, **common)
@@ -201,7 +202,7 @@ def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None
             emit(check, runner.run_id, runner.hardware)
 
     # the point the OOM check compares, measured first: before anything could have failed
-    before = runner.measure_point(target) if gpu else None
+    before = runner.measure_point(target, policy) if gpu else None
 
     def ttft_clock() -> list[Check]:
         workload = build_workload(full)
@@ -223,7 +224,7 @@ def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None
     def memory_and_rate() -> list[Check]:
         if context_gib is None:
             raise RuntimeError(f"the CUDA context could not be measured: {context_how}")
-        record = runner.measure_point(full)
+        record = runner.measure_point(full, policy)
         if record["status"] != "ok":
             raise RuntimeError(f"the measured point ended {record['status']}: {record['error']}")
         peaks = record["metrics"]["peak_memory_gib"]
@@ -279,14 +280,16 @@ def run_checks(args: argparse.Namespace, emit: Callable[[Check, str, dict], None
         room = torch.cuda.memory_allocated(dev) + GIB  # the model and 1 GiB: a large batch cannot fit
         set_memory_fraction(dev, room / total)
         try:
-            forced = runner.measure_point(replace(full, batch_size=args.oom_batch, warmup=0, repeats=1))
+            forced = runner.measure_point(
+                replace(full, batch_size=args.oom_batch, warmup=0, repeats=1), policy
+            )
         finally:
             set_memory_fraction(dev, 1.0)
         if forced["status"] != "oom":
             raise RuntimeError(
                 f"batch {args.oom_batch} under a 1 GiB margin ended {forced['status']}, not oom"
             )
-        after = runner.measure_point(target)
+        after = runner.measure_point(target, policy)
         cleanup = (forced["metrics"] or {}).get("cleanup") or {}
         note = (
             f"{target.method} {target.label} at batch {target.batch_size}, before and after batch "

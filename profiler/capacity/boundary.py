@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from profiler.capacity.model import CUDA_CONTEXT_GIB, largest_batch, point_peak
 from profiler.capacity.search import search_boundary
+from profiler.measure.settings import MeasureSettings
+
+NO_AGREEMENT = MeasureSettings(agreement=False)  # the largest batch is the question, not outputs
 
 
 def find_boundaries(runner, points: list, max_batch: int, output, cap_gib, status) -> list[dict]:
@@ -27,7 +30,7 @@ def find_boundaries(runner, points: list, max_batch: int, output, cap_gib, statu
 
         def fits(batch: int, point=point) -> bool | None:
             status(f"{point.method} @ {point.label}: batch {batch}")
-            record = runner.measure_point(with_batch(point, batch))
+            record = runner.measure_point(with_batch(point, batch), NO_AGREEMENT)
             record["config"]["boundary_search"] = True
             append_record(output, record)
             return {"ok": True, "oom": False}.get(record["status"])
@@ -38,7 +41,7 @@ def find_boundaries(runner, points: list, max_batch: int, output, cap_gib, statu
             text = len(lm.prompt_ids(point.prompt)) - 1
             peak = point_peak(lm.model.config, dtype, text, point, runner.seed)
             predicted = None if peak is None else largest_batch(peak, memory_gib)
-        config = runner.config(build_workload(with_batch(point, 1)), point)
+        config = runner.config(build_workload(with_batch(point, 1)), point, NO_AGREEMENT.for_point(point))
         config["batch_size"] = None
         row = {
             "method": point.method,

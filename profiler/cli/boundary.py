@@ -23,28 +23,21 @@ from profiler.cli.common import (
 )
 from profiler.results.store import check_output, new_run_id
 from workloads.errors import InputError
-from workloads.presets import DEFAULT_PROMPT
 
 
+@options.command(
+    without=("images", "agreement", "save_outputs", "torch_trace", "min_duration"),
+    method="all",
+    warmup=0,
+    repeats=1,
+)
 def oom_boundary(
-    model: options.Model = "auto",
-    method: options.Method = "all",
-    budget: options.Budget = "0.2",
-    fidelity: options.Fidelity = "paper",
-    param: options.Param = None,
-    weights: options.Weights = "auto",
-    dtype: options.Dtype = "auto",
-    device: options.Device = "auto",
-    image_size: options.ImageSize = None,
-    prompt: options.Prompt = DEFAULT_PROMPT,
-    new_tokens: options.NewTokens = 15,
-    memory_cap: options.MemoryCap = None,
+    setup: options.ModelOptions,
+    choice: options.MethodOptions,
+    inputs: options.InputOptions,
+    policy: options.MeasureOptions,
     max_batch: Annotated[int, typer.Option(help="Largest batch size tried.")] = 256,
-    warmup: options.Warmup = 0,
-    repeats: options.Repeats = 1,
-    seed: options.Seed = 0,
     output: options.Output = Path("results/oom-boundary.jsonl"),
-    engine: options.Engine = "eager",
     force: options.Force = False,
 ) -> None:
     """The largest batch that fits, per method x budget: galloping (1, 2, 4, ...) then binary search.
@@ -53,46 +46,18 @@ def oom_boundary(
     holds the result and, on a GPU, the memory model's prediction for the same memory.
     """
     try:
-        options.check_counts(1, new_tokens, warmup, repeats)
-        options.check_seed(seed)
         if max_batch < 1:
             raise InputError(f"--max-batch must be at least 1, got {max_batch}")
-        cap_gib = options.parse_cap(memory_cap)
-        plan = options.plan_command(
-            method,
-            budget,
-            fidelity,
-            param,
-            model,
-            options.make_inputs(image_size, None, prompt, new_tokens),
-            engine=engine,
-            weights=weights,
-            dtype=dtype,
-            device=device,
-            memory_cap=memory_cap,
-            warmup=warmup,
-            repeats=repeats,
-            seed=seed,
-        )
+        cap_gib = setup.checked_cap_gib()
+        plan = options.plan_command(setup, choice, inputs.build(), measure=policy)
         check_output(output)
-        require_gpu(device)
+        require_gpu(setup.device)
         options.check_to_measure(plan.points, force)
         warn_untested_versions()
-        from profiler.measure.session import open_runner
+        from profiler.orchestrate.local import open_group_runner
 
         with err.status("building the model…"):
-            runner = open_runner(
-                model=model,
-                weights=weights,
-                dtype=dtype,
-                device=device,
-                seed=seed,
-                run_id=new_run_id(),
-                warmup=warmup,
-                repeats=repeats,
-                memory_cap_gib=cap_gib,
-                agreement=False,  # a search for the largest batch: outputs are not its question
-            )
+            runner = open_group_runner(plan.points[0], new_run_id())
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
     from profiler.capacity.boundary import find_boundaries
@@ -101,17 +66,16 @@ def oom_boundary(
     with closing(runner), progress() as bar:
         describe(runner)
         task = bar.add_task("probing", total=None)
+        status = lambda text: bar.update(task, description=text)  # noqa: E731
         try:
-            rows = find_boundaries(
-                runner,
-                plan.points,
-                max_batch,
-                output,
-                cap_gib,
-                lambda text: bar.update(task, description=text),
-            )
+            rows = find_boundaries(runner, plan.points, max_batch, output, cap_gib, status)
         except WriteFailed as exc:
             raise write_failed(exc, [exc.record]) from None
+    out.print(boundary_table(rows, cap_gib, max_batch))
+    say(f"probes and boundaries appended to {output}")
+
+
+def boundary_table(rows: list[dict], cap_gib: float | None, max_batch: int) -> Table:
     table = Table(
         title=f"largest batch that fits ({'cap ' + f'{cap_gib:.1f} GiB' if cap_gib else 'whole card'})",
         title_justify="left",
@@ -130,8 +94,7 @@ def oom_boundary(
         )
         if r["stopped_by"]:
             table.add_row("", "", f"[red]stopped[/]: {escape(r['stopped_by'])}", "", "", "")
-    out.print(table)
-    say(f"probes and boundaries appended to {output}")
+    return table
 
 
 def require_gpu(device: str) -> None:

@@ -82,23 +82,25 @@ def print_warnings(records: list[dict]) -> None:
 def measure(
     points: list,
     output: Path,
+    policy,
     sweep: str | None = None,
     isolate: bool = False,
     py_spy: Path | None = None,
-    **runner_options,
 ) -> tuple[list[dict], list]:
     """Measure planned points with one progress bar, each record appended as soon as it exists.
 
     Returns (records, the runners used); a py-spy flamegraph covers the measuring when asked for.
     """
     from profiler.instruments.pyspy import PySpyError, start_py_spy, stop_py_spy
+    from profiler.orchestrate.groups import Observer
+    from profiler.orchestrate.isolated import run_isolated_points
     from profiler.orchestrate.local import run_points
     from profiler.results.store import WriteFailed, new_run_id
 
     records, runners, spies, started = [], [], [], []
     warn_untested_versions()
 
-    def on_model(runner) -> None:
+    def opened(runner) -> None:
         describe(runner)
         runners.append(runner)
         if py_spy is not None and not spies:
@@ -112,29 +114,21 @@ def measure(
             task = bar.add_task("building the model…", total=sum(p.warmup + p.repeats for p in points))
             done = [0]
 
-            def on_point(point) -> None:
+            def point(point) -> None:
                 done[0] = 0
                 started.append(time.perf_counter())
                 bar.update(
                     task, description=f"{point.model} {point.method} @ {point.label} batch {point.batch_size}"
                 )
 
-            def on_request() -> None:
+            def request() -> None:
                 done[0] += 1
                 bar.advance(task)
 
-            for record in run_points(
-                points,
-                output,
-                sweep,
-                new_run_id(),
-                isolate,
-                on_point=on_point,
-                on_request=on_request,
-                on_model=on_model,
-                on_load=lambda point: bar.update(task, description=f"building {point.model}…"),
-                **runner_options,
-            ):
+            loading = lambda point: bar.update(task, description=f"building {point.model}…")  # noqa: E731
+            observer = Observer(loading=loading, opened=opened, point=point, request=request)
+            run = run_isolated_points if isolate else run_points
+            for record in run(points, output, sweep, new_run_id(), policy, observer=observer):
                 # a failed or isolated point did not report all its requests: count the rest as done
                 bar.advance(task, record["config"]["warmup"] + record["config"]["repeats"] - done[0])
                 records.append(record)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from profiler.cli import options
-from profiler.cli.common import err, fail, out, warn_untested_versions
+from profiler.cli.common import err, fail, out, warn_untested_versions, write_failed
 from profiler.cli.run import DEFAULT_OUTPUT
 from profiler.results.store import WriteFailed, check_output, new_run_id
 from workloads.errors import InputError
@@ -20,18 +20,13 @@ NOT_INSTALLED = (
 )
 
 
+@options.command(without=("memory_cap",))
 def evaluate(
     tasks: Annotated[
         str, typer.Option(help="lmms-eval task names, comma-separated (e.g. textvqa_val,docvqa_val).")
     ],
-    model: options.Model = "auto",
-    method: options.Method = "hired",
-    budget: options.Budget = "0.2",
-    fidelity: options.Fidelity = "paper",
-    param: options.Param = None,
-    weights: options.Weights = "auto",
-    dtype: options.Dtype = "auto",
-    device: options.Device = "auto",
+    setup: options.ModelOptions,
+    choice: options.MethodOptions,
     seed: options.Seed = 0,
     limit: Annotated[
         int | None, typer.Option(help="Questions per task (the first N); all of them when left out.")
@@ -51,22 +46,7 @@ def evaluate(
     suite's own selection code; one "accuracy" record per task metric."""
     names = [name.strip() for name in tasks.split(",") if name.strip()]
     try:
-        if not names:
-            raise InputError("--tasks is empty")
-        if limit is not None and limit < 1:
-            raise InputError(f"--limit must be at least 1, got {limit}")
-        options.check_counts(batch, 1, 0, 1)
-        options.check_seed(seed)
-        options.check_weights(weights)
-        if include_path is not None and not include_path.is_dir():
-            raise InputError(f"--include-path: not a folder: {include_path}")
-        plan = options.plan_command(
-            method, budget, fidelity, param, model, Inputs(), batch,
-            weights=weights, dtype=dtype, device=device, warmup=0, repeats=1, seed=seed,
-        )  # fmt: skip
-        check_output(output)
-        if importlib.util.find_spec("lmms_eval") is None:
-            raise InputError(NOT_INSTALLED)
+        plan = check_eval(names, setup, choice, seed, limit, batch, include_path, output)
         from profiler.accuracy import evaluate as accuracy
 
         if not allow_download:
@@ -92,12 +72,27 @@ def evaluate(
         ):
             records.append(record)
     except WriteFailed as exc:
-        from profiler.cli.common import write_failed
-
         raise write_failed(exc, [exc.record]) from None
     out.print(accuracy_table(records))
     if any(r["status"] != "ok" for r in records):
         raise typer.Exit(code=1)
+
+
+def check_eval(names, setup, choice, seed: int, limit, batch: int, include_path, output: Path):
+    """The planned points (InputError for anything wrong), before lmms-eval loads."""
+    if not names:
+        raise InputError("--tasks is empty")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    setup.checked_cap_gib()
+    if include_path is not None and not include_path.is_dir():
+        raise InputError(f"--include-path: not a folder: {include_path}")
+    measure = options.MeasureOptions(warmup=0, repeats=1, seed=seed)
+    plan = options.plan_command(setup, choice, Inputs(), batch, measure)
+    check_output(output)
+    if importlib.util.find_spec("lmms_eval") is None:
+        raise InputError(NOT_INSTALLED)
+    return plan
 
 
 def accuracy_table(records: list[dict]):

@@ -100,19 +100,34 @@ def methods(
         print(markdown(), end="")
         return
     if update is not None:
-        if not update.is_file():  # a device or FIFO would be read forever (/dev/full gives zeros)
-            raise fail(f"--update {update}: not a regular file")
-        try:
-            text = update.read_text()
-            head, rest = text.split(START, 1)
-            _, tail = rest.split(END, 1)
-        except (OSError, ValueError):
-            raise fail(f"{update}: no generated-table markers ({START.strip()} ... {END})") from None
-        try:
-            update.write_text(head + START + markdown() + END + tail)
-        except OSError as exc:
-            raise fail(f"cannot write {update}: {exc.strerror or exc}", code=1) from None
+        update_markdown(update)
         return
+    out.print(methods_table())
+    out.print(
+        "budgets: exact = round(b × N_full) tokens per image; nearest = the nearest count the method's "
+        "geometry allows; released = the released code's own arithmetic; adaptive = the method's own count "
+        "(--budget adaptive); all = every token (the baseline)",
+        highlight=False,
+    )
+
+
+def update_markdown(path: Path) -> None:
+    """The tables written between the generated-table markers of `path` (docs/methods.md)."""
+    if not path.is_file():  # a device or FIFO would be read forever (/dev/full gives zeros)
+        raise fail(f"--update {path}: not a regular file")
+    try:
+        text = path.read_text()
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+    except (OSError, ValueError):
+        raise fail(f"{path}: no generated-table markers ({START.strip()} ... {END})") from None
+    try:
+        path.write_text(head + START + markdown() + END + tail)
+    except OSError as exc:
+        raise fail(f"cannot write {path}: {exc.strerror or exc}", code=1) from None
+
+
+def methods_table():
     from rich.table import Table
 
     table = Table(
@@ -129,10 +144,4 @@ def methods(
             params,
             r["reference"],
         )
-    out.print(table)
-    out.print(
-        "budgets: exact = round(b × N_full) tokens per image; nearest = the nearest count the method's "
-        "geometry allows; released = the released code's own arithmetic; adaptive = the method's own count "
-        "(--budget adaptive); all = every token (the baseline)",
-        highlight=False,
-    )
+    return table

@@ -5,58 +5,33 @@ Commands declare `model: options.Model = "auto"`; the default is the command's, 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from dataclasses import dataclass, fields
+from inspect import Parameter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_type_hints
 
 import typer
 
 from workloads import presets
 from workloads.errors import InputError
 from workloads.images import folder_images, parse_size
-from workloads.point import Inputs, MethodEntry, check_option
-from workloads.presets import PRESETS
+from workloads.point import DEFAULTS, OPTIONS, Inputs, MethodEntry, check_option
 
-Model = Annotated[
-    str,
-    typer.Option(
-        help="Preset (" + ", ".join(PRESETS) + "), a local model folder or a cached Hugging Face id; "
-        "comma-separated for several, one after another. auto = llava-next-7b on a GPU, tiny on CPU."
-    ),
-]
-Method = Annotated[
-    str,
-    typer.Option(
-        help="Token-dropping method (hired-bench methods lists them), several comma-separated, or all "
-        "(every method defined at the budget). The baseline (none, every visual token) is always measured."
-    ),
-]
-Budget = Annotated[
-    str,
-    typer.Option(
-        help="Fraction of visual tokens kept per image, in (0, 1]; 1.0 = no dropping; 'adaptive' = the "
-        "method's own count (prumerge, prumerge+). Comma-separated for several, e.g. 0.1,0.2,0.4."
-    ),
-]
-Fidelity = Annotated[
-    str,
-    typer.Option(
-        help="paper: the papers' definitions with exact budgets; reference: the released code's "
-        "behaviour (hired; prumerge and prumerge+ adaptive), to compare with published numbers."
-    ),
-]
-Param = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--param",
-        help="A method parameter NAME=VALUE, repeatable (e.g. --param alpha=0.3 --param l_final=20); "
-        "VALUE may be comma-separated to measure each. hired-bench methods lists every parameter.",
-    ),
-]
-Weights = Annotated[
-    str,
-    typer.Option(help="auto: pretrained if found locally, else random; pretrained; random (real shapes)."),
-]
+
+def point_option(name: str, cli_type) -> object:
+    """A point option's Typer annotation; its help is the one workloads.point declares."""
+    return Annotated[cli_type, typer.Option(help=OPTIONS[name].metadata["help"])]
+
+
+Model = point_option("model", str)
+Method = point_option("method", str)
+Budget = point_option("budget", str)
+Fidelity = point_option("fidelity", str)
+Param = Annotated[list[str] | None, typer.Option("--param", help=OPTIONS["params"].metadata["help"])]
+Weights = point_option("weights", str)
 Stack = Annotated[
     str,
     typer.Option(
@@ -65,49 +40,33 @@ Stack = Annotated[
         "--fidelity reference, modern for paper)."
     ),
 ]
-Dtype = Annotated[
-    str, typer.Option(help="auto (float16 on GPU, float32 on CPU), float16, bfloat16, float32.")
-]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-ImageSize = Annotated[
-    list[str] | None,
-    typer.Option(help="Synthetic image size WIDTHxHEIGHT in pixels; repeat to mix sizes in a batch."),
-]
-Images = Annotated[
-    Path | None,
-    typer.Option(help="Folder of real images (used in name order, cycled to fill the batch)."),
-]
-Prompt = Annotated[str, typer.Option(help="Question asked about each image.")]
-NewTokens = Annotated[int, typer.Option(help="New tokens generated per sample (exactly; EOS ignored).")]
-Warmup = Annotated[int, typer.Option(help="Unmeasured warm-up requests per point.")]
-Repeats = Annotated[int, typer.Option(help="Measured requests per point (medians reported).")]
-Seed = Annotated[int, typer.Option(help="Seed for random weights, synthetic images and the random method.")]
+Dtype = point_option("dtype", str)
+Device = point_option("device", str)
+ImageSize = point_option("image_sizes", list[str] | None)
+Images = point_option("images", Path | None)
+Prompt = point_option("prompt", str)
+NewTokens = point_option("new_tokens", int)
+Batch = point_option("batch_size", int)
+Warmup = point_option("warmup", int)
+Repeats = point_option("repeats", int)
+Seed = point_option("seed", int)
 Output = Annotated[Path, typer.Option(help="JSON Lines file the records are appended to.")]
-MemoryCap = Annotated[
-    str | None,
-    typer.Option(
-        help="Emulate a smaller GPU: cap PyTorch's memory, e.g. 24GiB (GiB, GB, MiB; no unit = GiB)."
-    ),
-]
+MemoryCap = point_option("memory_cap", str | None)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-Engine = Annotated[
-    str,
-    typer.Option(
-        help="eager: transformers' generate as is; compiled: a static KV cache and torch.compile (CUDA "
-        "graphs on a GPU), compiled once per point outside the timed requests. Comma-separated for both."
-    ),
-]
-MinDuration = Annotated[
-    float,
-    typer.Option(
-        help="Measure until both --repeats requests and this many seconds are reached (MLPerf-style)."
-    ),
-]
+Engine = point_option("engine", str)
+MinDuration = point_option("min_duration", float)
 Agreement = Annotated[
     bool,
     typer.Option(
         help="Per point, one more (untimed) request compared with the baseline's outputs on the same "
         "inputs: first-token match, matching prefix, first-token KL (metrics.agreement)."
+    ),
+]
+SaveOutputs = Annotated[bool, typer.Option(help="Keep each sample's generated token ids in its record.")]
+TorchTrace = Annotated[
+    Path | None,
+    typer.Option(
+        help="Write a torch profiler Chrome trace (JSON) of one more request per point: OUT.METHOD.json."
     ),
 ]
 Force = Annotated[
@@ -123,6 +82,143 @@ Yes = Annotated[
         help="Start a plan estimated above an hour without asking (asked on a terminal; refused elsewhere).",
     ),
 ]
+
+
+@dataclass
+class ModelOptions:
+    """Which model, built how: a point's model group."""
+
+    model: Model = DEFAULTS["model"]
+    weights: Weights = DEFAULTS["weights"]
+    dtype: Dtype = DEFAULTS["dtype"]
+    device: Device = DEFAULTS["device"]
+    memory_cap: MemoryCap = DEFAULTS["memory_cap"]
+
+    def checked_cap_gib(self) -> float | None:
+        """The memory cap in GiB, after the weights are checked (InputError otherwise)."""
+        check_weights(self.weights)
+        return parse_cap(self.memory_cap)
+
+    def point_fields(self) -> dict:
+        return {
+            "weights": self.weights,
+            "dtype": self.dtype,
+            "device": self.device,
+            "memory_cap": self.memory_cap,
+        }
+
+
+@dataclass
+class MethodOptions:
+    """What is measured against the baseline: methods, budgets, fidelity, parameters."""
+
+    method: Method = "hired"
+    budget: Budget = "0.2"
+    fidelity: Fidelity = DEFAULTS["fidelity"]
+    param: Param = None
+
+    def entries(self) -> list[MethodEntry]:
+        return method_entries(self.method, self.budget, self.fidelity, self.param)
+
+
+@dataclass
+class InputOptions:
+    """What each request is asked: pictures (synthetic sizes or a folder), prompt, new tokens."""
+
+    image_size: ImageSize = None
+    images: Images = DEFAULTS["images"]
+    prompt: Prompt = DEFAULTS["prompt"]
+    new_tokens: NewTokens = DEFAULTS["new_tokens"]
+
+    def build(self, batch: int = 1) -> Inputs:
+        check_point_options(new_tokens=self.new_tokens)
+        return make_inputs(self.image_size, self.images, self.prompt, self.new_tokens, batch)
+
+
+@dataclass
+class MeasureOptions:
+    """How each point is measured: warm-up, repeats, seed, engine, duration (point fields), and the run's
+    policy (agreement, saved outputs, a torch trace) that profiler.measure.settings carries."""
+
+    warmup: Warmup = DEFAULTS["warmup"]
+    repeats: Repeats = DEFAULTS["repeats"]
+    seed: Seed = DEFAULTS["seed"]
+    engine: Engine = DEFAULTS["engine"]
+    min_duration: MinDuration = DEFAULTS["min_duration"]
+    agreement: Agreement = True
+    save_outputs: SaveOutputs = False
+    torch_trace: TorchTrace = None
+
+    def point_fields(self) -> dict:
+        check_point_options(
+            warmup=self.warmup, repeats=self.repeats, seed=self.seed, min_duration=self.min_duration
+        )
+        check_artifact(self.torch_trace, ".json")
+        return {
+            "warmup": self.warmup,
+            "repeats": self.repeats,
+            "seed": self.seed,
+            "min_duration": self.min_duration,
+        }
+
+    def settings(self):
+        from profiler.measure.settings import MeasureSettings
+
+        return MeasureSettings(
+            agreement=self.agreement, save_outputs=self.save_outputs, torch_trace=self.torch_trace
+        )
+
+
+GROUPS = (ModelOptions, MethodOptions, InputOptions, MeasureOptions)
+
+
+def command(without: tuple[str, ...] = (), **defaults):
+    """A command whose option groups (parameters annotated with a group) become their fields' options.
+
+    Typer sees one option per field (its help and type from the group, its default from `defaults` or the
+    group); the command receives the groups built. `without`: fields the command does not offer (their
+    defaults apply)."""
+
+    def wrap(main):
+        hints = get_type_hints(main, include_extras=True)
+        signature, kinds = [], {}
+        for param in inspect.signature(main).parameters.values():
+            group = hints[param.name]
+            if group not in GROUPS:
+                signature.append(param.replace(annotation=group, kind=Parameter.KEYWORD_ONLY))
+                continue
+            kinds[param.name] = group
+            group_hints = get_type_hints(group, include_extras=True)
+            for f in fields(group):
+                if f.name not in without:
+                    default = defaults.get(f.name, f.default)
+                    signature.append(
+                        Parameter(
+                            f.name, Parameter.KEYWORD_ONLY, default=default, annotation=group_hints[f.name]
+                        )
+                    )
+
+        @functools.wraps(main)
+        def run(**values):
+            for name, group in kinds.items():
+                own = {f.name: values.pop(f.name, defaults.get(f.name, f.default)) for f in fields(group)}
+                values[name] = group(**own)
+            return main(**values)
+
+        run.__signature__ = inspect.Signature(signature)
+        run.__annotations__ = {p.name: p.annotation for p in signature}
+        del run.__wrapped__  # Typer reads the signature above, not main's
+        return run
+
+    return wrap
+
+
+def check_point_options(**values) -> None:
+    """Point options' bounds (workloads.point), in the command line's words: '--batch must be ...'."""
+    for name, value in values.items():
+        if why := check_option(name, value):
+            flag = OPTIONS[name].metadata["flag"] or name.replace("_", "-")
+            raise InputError(f"--{flag} {why}")
 
 
 def parse_budget(text: str) -> float | None:
@@ -165,48 +261,30 @@ def method_entries(method: str, budget: str, fidelity: str, param: list[str] | N
 
 
 def plan_command(
-    method: str,
-    budget: str,
-    fidelity: str,
-    param: list[str] | None,
-    model: str,
+    setup: ModelOptions,
+    choice: MethodOptions,
     inputs: Inputs,
     batch: int = 1,
+    measure: MeasureOptions | None = None,
     baseline: bool = True,
-    engine: str = "eager",
-    **common,
 ):
     """The points of one command's options (one input set, one batch size; models and engines may be
     comma-separated lists)."""
     from workloads.plan import plan_points
 
-    if why := check_option("min_duration", common.get("min_duration", 0.0)):
-        raise InputError(f"--min-duration {why}")
+    check_point_options(batch_size=batch)
+    measure = measure or MeasureOptions()
     return plan_points(
-        method_entries(method, budget, fidelity, param),
-        models=[name.strip() for name in model.split(",")],
+        choice.entries(),
+        models=[name.strip() for name in setup.model.split(",")],
         inputs=[inputs],
         batch_sizes=[batch],
-        fidelity=fidelity,
+        fidelity=choice.fidelity,
         baseline=baseline,
-        engines=tuple(name.strip() for name in engine.split(",")),
-        **common,
+        engines=tuple(name.strip() for name in measure.engine.split(",")),
+        **setup.point_fields(),
+        **measure.point_fields(),
     )
-
-
-def check_seed(seed: int) -> None:
-    if why := check_option("seed", seed):
-        raise InputError(f"--seed {why}")
-
-
-def check_counts(batch: int, new_tokens: int, warmup: int, repeats: int) -> None:
-    if batch < 1:
-        raise InputError(f"--batch must be at least 1, got {batch}")
-    if new_tokens < 1:
-        raise InputError(f"--new-tokens must be at least 1, got {new_tokens}")
-    for name, value in (("warmup", warmup), ("repeats", repeats)):
-        if why := check_option(name, value):
-            raise InputError(f"--{name} {why}")
 
 
 def check_weights(weights: str) -> None:

@@ -12,20 +12,20 @@ from profiler.cli import options
 from profiler.cli.common import err, fail, out, write_failed
 from profiler.results.store import WriteFailed, append_record, check_output
 from workloads.errors import InputError
-from workloads.presets import DEFAULT_PROMPT
 
 
+@options.command(
+    without=("weights", "device", "memory_cap", "images"),
+    model="llava-next-7b",
+    dtype="float16",
+    method="all",
+    budget="0.1,0.2,0.4",
+)
 def predict(
     gpu_memory: Annotated[str, typer.Option(help="Memory of the card to predict for, e.g. 24GiB.")],
-    model: options.Model = "llava-next-7b",
-    dtype: options.Dtype = "float16",
-    method: options.Method = "all",
-    budget: options.Budget = "0.1,0.2,0.4",
-    fidelity: options.Fidelity = "paper",
-    param: options.Param = None,
-    image_size: options.ImageSize = None,
-    prompt: options.Prompt = DEFAULT_PROMPT,
-    new_tokens: options.NewTokens = 15,
+    setup: options.ModelOptions,
+    choice: options.MethodOptions,
+    inputs: options.InputOptions,
     stack: options.Stack = "auto",
     overhead: Annotated[
         str,
@@ -36,26 +36,10 @@ def predict(
     ] = None,
 ) -> None:
     """Predicted peak memory and the largest batch that fits on a card, from the configuration alone."""
-    from profiler.capacity.model import BYTES, STACKS
-    from profiler.results.schema import parse_gib
-
     try:
-        if stack not in (*STACKS, "auto"):
-            raise ValueError(f"unknown --stack {stack!r} (use auto, {', '.join(STACKS)})")
-        memory_gib, overhead_gib = parse_gib(gpu_memory), parse_gib(overhead)
-        if memory_gib <= overhead_gib:
-            raise ValueError(
-                f"--gpu-memory {gpu_memory} leaves nothing for PyTorch after the {overhead} --overhead"
-            )
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    try:
-        dtype = "float16" if dtype == "auto" else dtype  # a prediction is for a GPU
-        if dtype not in BYTES:
-            raise InputError(f"unknown --dtype {dtype!r} (use {', '.join(BYTES)})")
-        options.check_counts(1, new_tokens, 0, 1)
-        inputs = options.make_inputs(image_size, None, prompt, new_tokens)
-        plan = options.plan_command(method, budget, fidelity, param, model, inputs)
+        memory_gib, overhead_gib = card_memory(gpu_memory, overhead, stack)
+        dtype = prediction_dtype(setup.dtype)
+        plan = options.plan_command(setup, choice, inputs.build())
         if output is not None:
             check_output(output)
         from profiler.capacity.model import predictions
@@ -68,8 +52,8 @@ def predict(
         raise fail(str(exc)) from None
     stacks = " and ".join(dict.fromkeys(r["stack"] for r in rows))
     title = (
-        f"{model} ({dtype}) on a {memory_gib:.0f} GiB card ({overhead_gib:.1f} GiB not PyTorch's), "
-        f"{new_tokens} new tokens, {stacks} stack"
+        f"{setup.model} ({dtype}) on a {memory_gib:.0f} GiB card ({overhead_gib:.1f} GiB not PyTorch's), "
+        f"{inputs.new_tokens} new tokens, {stacks} stack"
     )
     models = list(dict.fromkeys(r["model"] for r in rows))
     out.print(predictions_table(rows, title) if len(models) == 1 else side_by_side(rows, models, title))
@@ -82,12 +66,40 @@ def predict(
         out.print(table4_table(papers))
         out.print(TABLE4_NOTE, highlight=False)
     if output is not None:
-        lines = [{"kind": "prediction", "schema_version": 1, **r} for r in rows]
-        for i, line in enumerate(lines):
-            try:
-                append_record(output, line)
-            except WriteFailed as exc:
-                raise write_failed(exc, lines[i:]) from None
+        write_predictions(output, rows)
+
+
+def card_memory(gpu_memory: str, overhead: str, stack: str) -> tuple[float, float]:
+    """(the card's GiB, GiB that are not PyTorch's), checked."""
+    from profiler.capacity.model import STACKS
+    from profiler.results.schema import parse_gib
+
+    if stack not in (*STACKS, "auto"):
+        raise ValueError(f"unknown --stack {stack!r} (use auto, {', '.join(STACKS)})")
+    memory_gib, overhead_gib = parse_gib(gpu_memory), parse_gib(overhead)
+    if memory_gib <= overhead_gib:
+        raise ValueError(
+            f"--gpu-memory {gpu_memory} leaves nothing for PyTorch after the {overhead} --overhead"
+        )
+    return memory_gib, overhead_gib
+
+
+def prediction_dtype(dtype: str) -> str:
+    from profiler.capacity.model import BYTES
+
+    dtype = "float16" if dtype == "auto" else dtype  # a prediction is for a GPU
+    if dtype not in BYTES:
+        raise InputError(f"unknown --dtype {dtype!r} (use {', '.join(BYTES)})")
+    return dtype
+
+
+def write_predictions(output: Path, rows: list[dict]) -> None:
+    lines = [{"kind": "prediction", "schema_version": 1, **r} for r in rows]
+    for i, line in enumerate(lines):
+        try:
+            append_record(output, line)
+        except WriteFailed as exc:
+            raise write_failed(exc, lines[i:]) from None
 
 
 def predictions_table(rows: list[dict], title: str) -> Table:

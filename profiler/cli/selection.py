@@ -14,59 +14,68 @@ from workloads.images import load_image
 from workloads.point import Inputs
 
 
+@options.command(without=("memory_cap",))
 def show_selection(
     image: Annotated[Path, typer.Option(help="The picture to draw (any format Pillow reads).")],
-    method: options.Method = "hired",
-    budget: options.Budget = "0.2",
+    choice: options.MethodOptions,
+    setup: options.ModelOptions,
     out: Annotated[Path, typer.Option(help="Image file to write (.png, .svg or .pdf).")] = Path(
         "selection.png"
     ),
-    fidelity: options.Fidelity = "paper",
-    param: options.Param = None,
-    model: options.Model = "auto",
-    weights: options.Weights = "auto",
-    dtype: options.Dtype = "auto",
-    device: options.Device = "auto",
     seed: options.Seed = 0,
 ) -> None:
     """Draw every partition of IMAGE (full image + sub-images) with the tokens METHOD keeps outlined."""
     try:
-        if method == "all":
-            raise InputError("show-selection draws one method at a time")
-        options.check_seed(seed)
-        if len(options.parse_budgets(budget)) != 1:
-            raise InputError("show-selection draws one budget at a time")
-        if out.suffix.lower() not in (".png", ".svg", ".pdf"):
-            raise InputError(f"--out must end in .png, .svg or .pdf, got {out.name!r}")
-        if not out.parent.is_dir():
-            raise InputError(f"folder for --out does not exist: {out.parent}")
-        options.check_artifact(out, out.suffix.lower())
-        picture = load_image(image)
-        plan = options.plan_command(
-            method,
-            budget,
-            fidelity,
-            param,
-            model,
-            Inputs(),
-            baseline=method == "none",
-            weights=weights,
-            dtype=dtype,
-            device=device,
-            seed=seed,
-        )
-        (point,) = plan.points
-        options.check_to_measure(plan.points, force=False, generates=False)
+        point, picture = check_selection(image, choice, setup, out, seed)
         from workloads.models import load_model
 
         with err.status("building the model…"):
-            lm = load_model(model, weights, dtype, device, seed)
+            lm = load_model(setup.model, setup.weights, setup.dtype, setup.device, seed)
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
+    from hired.draw import draw_selection
+
+    try:
+        selection, layout, pictures, note = select_on(lm, point, picture, seed)
+    except ValueError as exc:
+        raise fail(f"{point.method} cannot select here: {exc}") from None
+    title = figure_title(lm, point, picture, selection, note)
+    warning = None
+    if lm.weights == "random":
+        warning = (
+            "random weights: the attention, so the choice of tokens, is meaningless; only the counts are real"
+        )
+    save_figure(draw_selection(pictures, layout, selection, title, warning), out)
+    say(f"{title}\nwrote {out}")
+
+
+def check_selection(image: Path, choice, setup, out: Path, seed: int):
+    """(the one planned point, the picture), or InputError: one method, one budget, a drawable --out."""
+    if choice.method == "all":
+        raise InputError("show-selection draws one method at a time")
+    options.check_point_options(seed=seed)
+    if len(options.parse_budgets(choice.budget)) != 1:
+        raise InputError("show-selection draws one budget at a time")
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise InputError(f"--out must end in .png, .svg or .pdf, got {out.name!r}")
+    if not out.parent.is_dir():
+        raise InputError(f"folder for --out does not exist: {out.parent}")
+    options.check_artifact(out, out.suffix.lower())
+    picture = load_image(image)
+    plan = options.plan_command(
+        setup, choice, Inputs(), measure=options.MeasureOptions(seed=seed), baseline=choice.method == "none"
+    )
+    (point,) = plan.points
+    options.check_to_measure(plan.points, force=False, generates=False)
+    return point, picture
+
+
+def select_on(lm, point, picture, seed: int):
+    """The method's selection on the picture's vision pass: (selection, layout, partition pictures,
+    how the picture was shown)."""
     from hired.capture import stack_partitions
-    from hired.draw import draw_selection, partition_pictures
+    from hired.draw import partition_pictures
     from hired.glue import picture_sizes, shown_pictures, vision_pass, vision_shape
-    from hired.layout import image_layout
     from hired.methods import METHODS, method_params
 
     chosen = METHODS[point.method]
@@ -79,23 +88,25 @@ def show_selection(
     vision = vision_pass(lm.model, pixels["pixel_values"], [size], chosen.layers(params), base_only)
     vision.source_sizes = [(picture.height, picture.width)]
     layout = vision.layouts[0]
-    try:
-        (selection,) = chosen.select(vision, point.budget, point.fidelity, params)
-    except ValueError as exc:
-        raise fail(f"{point.method} cannot select here: {exc}") from None
+    (selection,) = chosen.select(vision, point.budget, point.fidelity, params)
     processor = lm.image_processor
     pictures = partition_pictures(
         stack_partitions(pixels["pixel_values"][:1], [layout.partitions]),
         processor.image_mean,
         processor.image_std,
     )
-    kept = selection.tokens.shape[0]
-    full = image_layout((picture.height, picture.width), lm.model.config).n_full  # before any resize
+    note = ""
     if shown[0] is not picture or base_only[0]:
         shape = "its base partition alone" if base_only[0] else f"{shown[0].width}x{shown[0].height}"
-        layout_note = f" (shown as {shape})"
-    else:
-        layout_note = ""
+        note = f" (shown as {shape})"
+    return selection, layout, pictures, note
+
+
+def figure_title(lm, point, picture, selection, layout_note: str) -> str:
+    from hired.layout import image_layout
+
+    kept = selection.tokens.shape[0]
+    full = image_layout((picture.height, picture.width), lm.model.config).n_full  # before any resize
     title = (
         f"{point.method} ({point.fidelity}) at {point.label}: {kept} of {full} visual tokens "
         f"({kept / full:.1%}){layout_note} · {lm.name}, {lm.weights} weights"
@@ -107,17 +118,15 @@ def show_selection(
         title += f"\noutlined: the kept tokens; plus {made} tokens the method adds (summaries or newlines)"
     elif selection.kept is None:
         title += "\nevery token is averaged into a coarser grid; none is dropped outright"
-    note = None
-    if lm.weights == "random":
-        note = (
-            "random weights: the attention, so the choice of tokens, is meaningless; only the counts are real"
-        )
-    figure = draw_selection(pictures, layout, selection, title, note)
+    return title
+
+
+def save_figure(figure, out: Path) -> None:
+    """A whole picture or none: written aside, then renamed over the target."""
     partial = out.with_name(f".{out.name}.partial")
-    try:  # a whole picture or none: written aside, then renamed over the target
+    try:
         figure.savefig(partial, dpi=110, format=out.suffix.lower().lstrip("."))
         partial.replace(out)
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise fail(f"cannot write {out}: {exc.strerror or exc}", code=1) from None
-    say(f"{title}\nwrote {out}")

@@ -12,6 +12,7 @@ import typer
 from profiler.cli import options
 from profiler.cli.common import fail, measure, out, progress, say, write_failed
 from profiler.cli.tables import results_table
+from profiler.measure.settings import MeasureSettings
 from profiler.results.store import WriteFailed, check_output, new_run_id
 from workloads.errors import InputError
 
@@ -51,8 +52,6 @@ def sweep(
     yes: options.Yes = False,
 ) -> None:
     """Measure the grid in FILE: methods x budgets x batch sizes x image sizes x models, point by point."""
-    from profiler.capacity.guards import confirm_long_run
-    from profiler.orchestrate.local import pending_points
     from workloads.sweep import load_sweep
 
     try:
@@ -64,15 +63,7 @@ def sweep(
             options.check_plan(spec.points, f"{spec.name}.toml: models: ", worker_gpu)
             print_plan(spec, worker_gpu)
             return
-        if ray is not None:
-            check_ray(isolate, ray_cpus_per_point)  # the plan is checked once the cluster is known
-        elif any(p.accelerator for p in spec.points):
-            raise InputError(f"{spec.name}.toml: accelerators: GPU types are a Ray cluster's; add --ray")
-        else:
-            options.check_to_measure(spec.points, force, f"{spec.name}.toml: models: ")
-        todo = pending_points(spec.points, output, resume)
-        if ray is None:  # on Ray the workers' GPUs set the pace: no estimate from here
-            confirm_long_run(todo, yes, agreement)
+        todo = check_sweep(spec, output, resume, isolate, force, agreement, ray, ray_cpus_per_point, yes)
     except InputError as exc:
         raise fail(str(exc)) from None
     done = len(spec.points) - len(todo)
@@ -85,7 +76,8 @@ def sweep(
     if ray is not None:
         records = measure_on_ray(todo, output, spec.name, ray, ray_cpus_per_point, agreement) if todo else []
     else:
-        records, _ = measure(todo, output, sweep=spec.name, isolate=isolate, agreement=agreement)
+        policy = MeasureSettings(agreement=agreement)
+        records, _ = measure(todo, output, policy, sweep=spec.name, isolate=isolate)
     print_sweep(records)
     counts = {s: sum(r["status"] == s for r in records) for s in ("ok", "oom", "error")}
     say(
@@ -94,6 +86,25 @@ def sweep(
     )
     if counts["error"]:
         raise typer.Exit(code=1)
+
+
+def check_sweep(
+    spec, output: Path, resume: bool, isolate: bool, force: bool, agreement: bool, ray, cpus, yes
+):
+    """The points still to measure, once everything that can be refused here is checked."""
+    from profiler.capacity.guards import confirm_long_run
+    from profiler.orchestrate.local import pending_points
+
+    if ray is not None:
+        check_ray(isolate, cpus)  # the plan is checked once the cluster is known
+    elif any(p.accelerator for p in spec.points):
+        raise InputError(f"{spec.name}.toml: accelerators: GPU types are a Ray cluster's; add --ray")
+    else:
+        options.check_to_measure(spec.points, force, f"{spec.name}.toml: models: ")
+    todo = pending_points(spec.points, output, resume)
+    if ray is None:  # on Ray the workers' GPUs set the pace: no estimate from here
+        confirm_long_run(todo, yes, agreement)
+    return todo
 
 
 def check_ray(isolate: bool, cpus_per_point: int) -> None:

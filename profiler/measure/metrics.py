@@ -1,4 +1,4 @@
-"""Every timing metric of the suite, defined once (DESIGN.md, Measurement). Units are in the names.
+"""Every timing metric of the suite, defined once (docs/metrics.md). Units are in the names.
 
 A request is B samples each generating exactly T new tokens. Time points are seconds from t0
 (request start, before image preprocessing): "preprocess", "vision", "select", "project" mark

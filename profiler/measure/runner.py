@@ -27,6 +27,7 @@ from profiler.instruments.torch_memory import (
 )
 from profiler.measure.metrics import PHASES, SCALAR_METRICS, agreement, request_metrics
 from profiler.measure.request import run_request
+from profiler.measure.settings import MeasureSettings
 from profiler.measure.stats import coefficient_of_variation, summarize
 from profiler.results.schema import gib
 from profiler.results.store import error_message, make_record
@@ -36,7 +37,7 @@ from workloads.point import Point
 
 
 def aggregate(per_request: list[dict]) -> dict:
-    """Stats objects over the measured requests, per DESIGN.md's metrics."""
+    """Stats objects over the measured requests, per docs/metrics.md."""
     out = {name: summarize([r[name] for r in per_request]) for name in SCALAR_METRICS}
     out["itl_s"] = summarize([gap for r in per_request for gap in r["itl_s"]])
     out["phases_s"] = {phase: summarize([r["phases_s"][phase] for r in per_request]) for phase in PHASES}
@@ -50,19 +51,13 @@ class Runner:
     lm: LoadedModel
     run_id: str
     hardware: dict
-    warmup: int = 2
-    repeats: int = 5
-    seed: int = 0
-    save_outputs: bool = False
     sampler: SamplerProcess | None = None  # NVML device/process memory and energy, per request
     nvml: Nvml | None = None  # in-process NVML: memory at the moment of an OOM
     nvml_reason: str | None = "not opened"  # why there is no sampler
     baseline_device_gib: float | None = None  # NVML device use before the model was loaded
     memory_cap_gib: float | None = None
-    torch_trace: Path | None = None  # write a Chrome trace of one more request per point
     on_request: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.perf_counter  # what --min-duration is counted on
-    agreement: bool = True  # one more (untimed) request per point, compared with the baseline's outputs
     _references: dict = field(default_factory=dict, init=False, repr=False)  # baseline outputs per input
 
     def __post_init__(self) -> None:
@@ -71,7 +66,7 @@ class Runner:
             gib(torch.cuda.memory_allocated(self.lm.device)) if self.lm.device.type == "cuda" else None
         )
 
-    def config(self, workload: Workload, point: Point) -> dict:
+    def config(self, workload: Workload, point: Point, settings: MeasureSettings) -> dict:
         """The record's config: what was measured, resolved (model name, dtype, device, parameters)."""
         return {
             "model": self.lm.name,
@@ -88,38 +83,37 @@ class Runner:
             "prompt": workload.prompt,
             "prompt_tokens": None,  # per sample, text + visual tokens: known once a request ran
             "new_tokens": workload.new_tokens,
-            "warmup": self.warmup,
-            "repeats": self.repeats,
+            "warmup": settings.warmup,
+            "repeats": settings.repeats,
             "memory_cap_gib": self.memory_cap_gib,
-            "seed": self.seed,
+            "seed": settings.seed,
             "engine": point.engine,
-            "min_duration_s": point.min_duration,
+            "min_duration_s": settings.min_duration,
             "accelerator": point.accelerator,
             "point_key": point.key,
         }
 
-    def measure_point(self, point: Point) -> dict:
+    def measure_point(self, point: Point, policy: MeasureSettings | None = None) -> dict:
         """A planned point: its own inputs, warm-up, repeats and seed; always returns a record."""
-        self.warmup, self.repeats, self.seed = point.warmup, point.repeats, point.seed
-        return self.measure(build_workload(point), point)
+        return self.measure(build_workload(point), point, (policy or MeasureSettings()).for_point(point))
 
-    def measure(self, workload: Workload, point: Point) -> dict:
+    def measure(self, workload: Workload, point: Point, settings: MeasureSettings) -> dict:
         """Warm-up, then measured repeats; always returns a record (status ok, oom or error)."""
-        config = self.config(workload, point)
+        config = self.config(workload, point, settings)
         try:
             shape = vision_shape(self.lm.model)
-            params = method_params(METHODS[point.method], shape, point.params, self.seed)
+            params = method_params(METHODS[point.method], shape, point.params, settings.seed)
             point = replace(point, params=params)
             config["method_params"] = params
-            torch.manual_seed(self.seed)
+            torch.manual_seed(settings.seed)
             compile_s = self._compile(workload, point)
-            for _ in range(self.warmup):
+            for _ in range(settings.warmup):
                 run_request(self.lm, workload, point)
                 self.on_request()
             per_request, torch_peaks, readings = [], [], []
             host_window = reset_host_peak()  # the host peak covers the measured requests only
             started = self.clock()
-            while len(per_request) < self.repeats or self.clock() - started < point.min_duration:
+            while len(per_request) < settings.repeats or self.clock() - started < settings.min_duration:
                 reset_torch_peak(self.lm.device)
                 if self.sampler:
                     self.sampler.begin()
@@ -139,7 +133,7 @@ class Runner:
                     )
                 )
                 self.on_request()
-            traced = self._trace(workload, point)
+            traced = self._trace(workload, point, settings.trace_path(point))
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
             failure = ("oom", error_message(exc), self._memory_now())
         except Exception as exc:
@@ -170,17 +164,17 @@ class Runner:
         metrics["warnings"] = variance_warnings(metrics) + traced + isolation_warnings(readings)
         metrics["requests"] = len(per_request)
         metrics["compile_s"] = compile_s
-        metrics["agreement"], missing = self._agreement(workload, point)
+        metrics["agreement"], missing = self._agreement(workload, point, settings.agreement)
         if missing:
             metrics["unavailable"]["agreement"] = missing
-        outputs = result.tokens.tolist() if self.save_outputs else None
+        outputs = result.tokens.tolist() if settings.save_outputs else None
         return make_record(self.run_id, "ok", config, self.hardware, metrics, outputs=outputs)
 
-    def _agreement(self, workload: Workload, point: Point) -> tuple[dict | None, str | None]:
+    def _agreement(self, workload: Workload, point: Point, asked: bool) -> tuple[dict | None, str | None]:
         """(metrics.agreement, why it is missing): one more request, after the timed ones and outside
         every statistic, against the baseline's outputs on the same pictures and prompt (those are
         computed once per input set and kept). Both run on the eager engine: agreement is the method's."""
-        if not self.agreement:
+        if not asked:
             return None, "not asked for (--no-agreement)"
         key = inputs_key(workload, point.fidelity)
         try:
@@ -214,13 +208,13 @@ class Runner:
         run_request(self.lm, workload, point)
         return time.perf_counter() - start
 
-    def _trace(self, workload: Workload, point: Point) -> list[str]:
+    def _trace(self, workload: Workload, point: Point, path: Path | None) -> list[str]:
         """One more request under the torch profiler, if asked; a trace that cannot be written is a
         warning on the point, never a lost measurement."""
-        if not self.torch_trace:
+        if not path:
             return []
         try:
-            trace_request(self.lm, workload, point, trace_path(self.torch_trace, point))
+            trace_request(self.lm, workload, point, path)
         except OSError as exc:
             return [f"torch trace not written: {exc.strerror or exc}"]
         return []
@@ -336,11 +330,6 @@ def isolation_warnings(readings: list[SamplerReading]) -> list[str]:
         return []
     listed = ", ".join(f"PID {pid} ({used / 2**30:.2f} GiB)" for pid, used in sorted(foreign.items()))
     return [f"other processes used this GPU during the measurement: {listed}"]
-
-
-def trace_path(base: Path, point: Point) -> Path:
-    """out.json -> out.hired.json: one Chrome trace per point."""
-    return base.with_name(f"{base.stem}.{point.method}{base.suffix}")
 
 
 def trace_request(lm: LoadedModel, workload: Workload, point: Point, path: Path) -> None:

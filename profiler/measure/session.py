@@ -3,8 +3,6 @@ baseline, memory cap, model, NVML sampler process, and the runner that measures 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from profiler.instruments.hardware import fingerprint
 from profiler.instruments.nvml import Nvml, NvmlUnavailable, SamplerProcess
 from profiler.instruments.torch_memory import apply_memory_cap
@@ -23,13 +21,8 @@ def open_runner(
     device: str,
     seed: int,
     run_id: str,
-    warmup: int,
-    repeats: int,
-    save_outputs: bool = False,
     memory_cap_gib: float | None = None,
-    torch_trace: Path | None = None,
     nvml_module: str = "pynvml",
-    agreement: bool = True,
 ) -> Runner:
     """A Runner with its model loaded; close it (runner.close()) to end the sampler process."""
     dev = resolve_device(device)
@@ -51,15 +44,9 @@ def open_runner(
         lm,
         run_id,
         fingerprint(lm.device, nvml),
-        warmup=warmup,
-        repeats=repeats,
-        seed=seed,
-        save_outputs=save_outputs,
         sampler=sampler,
         nvml=nvml,
         nvml_reason=reason,
         baseline_device_gib=baseline,
         memory_cap_gib=memory_cap_gib,
-        torch_trace=torch_trace,
-        agreement=agreement,
     )

@@ -21,6 +21,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from profiler.measure.settings import MeasureSettings
+from profiler.orchestrate.groups import ModelGroups
 from profiler.orchestrate.local import failed_load, measure_point, open_group_runner, planned_config
 from profiler.results.store import append_record, error_message, first_line, make_record
 from workloads.errors import InputError
@@ -38,30 +40,17 @@ class PointWorker:
             import torch
 
             torch.set_num_threads(threads)  # the CPUs Ray gave this actor, not every core of the node
-        self.run_id, self.agreement = run_id, agreement
-        self.group: tuple | None = None
-        self.runner = None
-        self.load_error: Exception | None = None
+        self.run_id, self.policy = run_id, MeasureSettings(agreement=agreement)
+        self.groups = ModelGroups(lambda first: open_group_runner(first, run_id))
 
     def pid(self) -> int:
         return os.getpid()
 
     def measure(self, point: Point, sweep: str | None) -> dict:
-        if point.model_group != self.group:
-            self._close()
-            self.group = point.model_group
-            try:
-                self.runner = open_group_runner(point, self.run_id, agreement=self.agreement)
-            except Exception as exc:  # every point of this model says so
-                self.load_error = exc
-        if self.runner is None:
-            return failed_load(point, sweep, self.run_id, self.load_error)
-        return measure_point(self.runner, point, sweep)
-
-    def _close(self) -> None:
-        if self.runner is not None:
-            self.runner.close()
-        self.runner, self.load_error = None, None
+        runner, error = self.groups.enter(point)
+        if error is not None:
+            return failed_load(point, sweep, self.run_id, error)
+        return measure_point(runner, point, sweep, self.policy)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The types of a result record's fields, per kind, declared once as data: what readers check before they
-use a record (DESIGN.md, Result record).
+use a record (docs/metrics.md, the record schema).
 
 A spec is a name from SCALARS ("number", "whole", "size", "fraction", "pair", "text", ...), "any" or
 "stats"; a tuple (any of those); a dict (an object whose fields may each be absent or null unless their
