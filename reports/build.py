@@ -17,11 +17,11 @@ from profiler.results.views import (
 )
 from reports import figures
 from reports.data import (
-    METHOD_ORDER,
     Results,
     image_label,
     machine,
     method_key,
+    method_rank,
     peak_memory,
     spread,
     workload,
@@ -571,10 +571,9 @@ def compare_section(results: Results, folder: Path, title: str = "Hardware compa
             continue
         names = sorted(groups)
         rows = []
-        order = {m: i for i, m in enumerate(METHOD_ORDER)}
         points = sorted(
             {point_id(r) for recs in groups.values() for r in recs},
-            key=lambda t: (t[2], order.get(t[0], 99), t[1]),
+            key=lambda t: (t[2], method_rank(t[0]), t[1]),
         )
         for method, budget, batch in points:
             cells, first = [method, budget, str(batch)], None
