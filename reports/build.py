@@ -7,6 +7,7 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from hired.methods import NONE
 from profiler.results.views import (
     MEANINGLESS,
     PEAK_MEMORY_ORDER,
@@ -14,6 +15,7 @@ from profiler.results.views import (
     baselines,
     median,
     method_label,
+    ratio_text,
 )
 from reports import figures
 from reports.data import (
@@ -31,9 +33,17 @@ from reports.document import Section, Table, to_html, to_markdown
 from workloads.paper import PAPER_MODELS, PAPER_TABLE4
 from workloads.point import budget_label
 
+BASELINE = NONE.name  # the full-token baseline's method
+
 
 def fmt(value: float | None, spec: str = ".3g") -> str:
+    """A number as the report writes it, 'n/a' for none. Not views.fmt: that one scales, so an int
+    comes out as a float ('4.0' for '', an error for 'd')."""
     return "n/a" if value is None else format(value, spec)
+
+
+def is_baseline(record: dict) -> bool:
+    return record["config"]["method"] == BASELINE
 
 
 def failed(record: dict) -> str:
@@ -117,7 +127,7 @@ def headline_table(rows: list[dict]) -> Table | None:
     by_budget: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
         budget = r["config"]["budget"]
-        if r["config"]["method"] == "none" or r["status"] != "ok":
+        if is_baseline(r) or r["status"] != "ok":
             continue
         by_budget[budget][method_label(r, labels[id(r)])].append((r, ratios(r, baseline_of(r))))
     table = Table(
@@ -179,7 +189,7 @@ def main_budget(rows: list[dict]):
     counts = Counter(
         r["config"]["budget"]
         for r in rows
-        if r["config"]["method"] != "none" and not isinstance(r["config"]["budget"], str)
+        if not is_baseline(r) and not isinstance(r["config"]["budget"], str)
     )
     if not counts:
         return None
@@ -187,7 +197,7 @@ def main_budget(rows: list[dict]):
     return min(b for b, n in counts.items() if n == top)
 
 
-# what each peak-memory figure is, in words (profiler.measure.metrics.PEAK_MEMORY_ORDER picks one per point)
+# what each peak-memory figure is, in words (profiler.results.views.PEAK_MEMORY_ORDER picks one per point)
 PEAK_FIGURES = {
     "torch_allocated": "torch's max allocated",
     "nvml_process": "NVML's peak for the process",
@@ -319,7 +329,7 @@ def boundary_section(results: Results, folder: Path) -> Section | None:
                         budget_label(r["budget"]),
                         str(r["largest"]),
                         "none up to the limit" if r["failing"] is None else str(r["failing"]),
-                        fmt(r["predicted"], "d") if r["predicted"] is not None else "n/a",
+                        fmt(r["predicted"], "d"),
                         r["source"],
                     ]
                     for r in rows
@@ -346,7 +356,7 @@ def boundary_section(results: Results, folder: Path) -> Section | None:
                         f"{p['memory_gib']:.1f}",
                         str(p["tokens_per_image"] or "adaptive"),
                         fmt((p["peak_gib_by_batch"] or {}).get("1")),
-                        fmt(p["largest_batch"], "d") if p["largest_batch"] is not None else "n/a",
+                        fmt(p["largest_batch"], "d"),
                     ]
                     for p in results.predictions
                 ],
@@ -372,7 +382,7 @@ def paper_section(results: Results) -> Section | None:
                     and image_label(r["config"]) == "600x600"
                     and r["config"]["batch_size"] == batch
                     and (
-                        (setting == "full" and r["config"]["method"] == "none")
+                        (setting == "full" and is_baseline(r))
                         or (r["config"]["method"] == "hired" and r["config"]["budget"] == setting)
                     )
                 ]
@@ -586,7 +596,7 @@ def compare_section(results: Results, folder: Path, title: str = "Hardware compa
                 if j == 0:
                     first = e2e
                 else:
-                    cells.append("n/a" if not (first and e2e) else f"{e2e / first:.2f}×")
+                    cells.append(ratio_text(e2e, first))
             rows.append(cells)
         columns = ["method", "budget", "batch"]
         for j, name in enumerate(names):
