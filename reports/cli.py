@@ -55,7 +55,7 @@ def report(
     ),
 ) -> None:
     """A Markdown and a self-contained HTML report, with PNG and SVG figures, from result files."""
-    from reports.build import build_report
+    from reports.sections import build_report
 
     loaded = _load(results, out)
     with err.status("drawing…"):
@@ -80,8 +80,8 @@ def compare(
     ),
 ) -> None:
     """The same workloads measured on several machines, side by side (keyed by GPU name and memory cap)."""
-    from reports.build import build_compare
     from reports.data import machine
+    from reports.sections import build_compare
 
     loaded = _load(results, out)
     machines = sorted({machine(r) for r in loaded.points})
@@ -95,8 +95,8 @@ def compare(
         raise fail(f"no workload was measured on more than one of: {', '.join(machines)}")
     from rich.console import Console
 
-    from reports.build import compare_section
     from reports.document import Table
+    from reports.sections.compare import compare_section
 
     console = Console(width=200)
     section = compare_section(loaded, out / "figures")

@@ -211,8 +211,12 @@ def peak_memory(record: dict) -> tuple[float | None, str | None]:
     return peak_memory_gib(record.get("metrics"))
 
 
+def method_rank(method: str) -> int:
+    """A method's place in the registry's order; a method the registry lacks comes after all of them."""
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+
+
 def method_key(record: dict) -> tuple:
     c = record["config"]
     budget = c.get("budget")
-    order = METHOD_ORDER.index(c["method"]) if c["method"] in METHOD_ORDER else len(METHOD_ORDER)
-    return (order, c["method"], 2.0 if isinstance(budget, str) else budget)
+    return (method_rank(c["method"]), c["method"], 2.0 if isinstance(budget, str) else budget)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from hired.methods import METHODS
 from profiler.results.views import PEAK_MEMORY_ORDER, median
-from reports.build import PEAK_FIGURES, checks_section, fmt, ratios
 from reports.data import Results, load_results, method_key, peak_memory
 from reports.document import Section, Table, to_markdown
+from reports.sections.checks import checks_section
+from reports.sections.common import PEAK_FIGURES, fmt, ratios
 from workloads.paper import PAPER_NEW_TOKENS, PAPER_REPEATS, PAPER_TABLE4, PAPER_WARMUP
 from workloads.point import budget_label
 

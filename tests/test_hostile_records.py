@@ -11,8 +11,8 @@ import pytest
 from profiler.bench.checks import Check, check_record
 from profiler.results.schema import KIND_SPECS, record_problem, type_problem
 from profiler.results.store import append_record
-from reports.build import build_compare, build_report
 from reports.data import Results, load_results, problem
+from reports.sections import build_compare, build_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 # a list, an object, text, a huge and a negative number, null, a boolean, a fraction

@@ -315,8 +315,8 @@ def test_failed_points_without_a_fingerprint_are_no_machine_to_compare(tmp_path)
     """What the first GPU study wrote when a capped model group failed to open: points with no hardware.
     They are an unknown machine (not a CPU), keep the cap they asked for, and are not compared."""
     from profiler.orchestrate.local import planned_config
-    from reports.build import compare_section
     from reports.data import machine
+    from reports.sections.compare import compare_section
     from workloads.point import Point
 
     measured = raw(A)

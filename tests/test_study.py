@@ -21,9 +21,10 @@ from profiler.bench.checks import CHECKS, NO_GPU, SAMPLER_FLOOR_HZ, Check, check
 from profiler.instruments.nvml import SamplerProcess
 from profiler.results.store import append_record
 from reports import study as study_mod
-from reports.build import checks_section, fmt
 from reports.data import Results, load_results, problem
 from reports.document import Table
+from reports.sections.checks import checks_section
+from reports.sections.common import fmt
 from reports.study import (
     CPU_DEADLINE_S,
     GPU_DEADLINE_S,
