@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from workloads.point import ENGINES, LATER_FIELDS, Inputs, MethodEntry, Point  # noqa: F401
+from workloads.point import ENGINES, Inputs, MethodEntry, Point
 
 MAX_POINTS = 20_000  # a plan larger than this is refused before it is expanded: split it into several files
 
