@@ -57,9 +57,9 @@ test-fast: install
 # transformers (method glue, LLM stage, capture, presets, engines, eval adapter) in a venv of their own
 OLDEST_VENV ?= .venv-oldest
 OLDEST_TRANSFORMERS ?= 5.17.0
-VERSION_SENSITIVE_TESTS ?= tests/test_llm_stage.py tests/test_engines.py tests/test_pipeline.py \
-	tests/test_models.py tests/test_presets.py tests/test_methods.py tests/test_field_methods.py \
-	tests/test_hired_select.py tests/test_show_selection.py tests/test_accuracy.py tests/test_study.py
+VERSION_SENSITIVE_TESTS ?= tests/hired/test_llm_stage.py tests/profiler/test_engines.py tests/profiler/test_pipeline.py \
+	tests/workloads/test_models.py tests/workloads/test_presets.py tests/hired/test_methods.py tests/hired/test_field_methods.py \
+	tests/hired/test_hired_select.py tests/e2e/test_show_selection.py tests/profiler/test_accuracy.py tests/reports/test_study.py
 test-oldest:
 	$(MAKE) VENV=$(OLDEST_VENV) TEST_EXTRAS=dev,eval PINS='transformers==$(OLDEST_TRANSFORMERS)' \
 		$(OLDEST_VENV)/.extras

@@ -27,7 +27,7 @@ def fake_nvml(monkeypatch):
 
     def configure(**script):
         monkeypatch.setenv("FAKE_NVML", json.dumps(script))
-        return "tests.fake_pynvml"
+        return "tests.support.fake_pynvml"
 
     return configure
 

@@ -1,5 +1,5 @@
 """Time each method's selection step alone at LLaVA-Next-7B shapes, and each vectorised method against
-its per-token loop oracle (tests/oracles.py). Prints figures; asserts nothing.
+its per-token loop oracle (tests/support/oracles.py). Prints figures; asserts nothing.
 
     python -m profiler.bench.select [--device cuda] [--repeats 20]
 
@@ -193,9 +193,9 @@ def llm_inputs(images: int, device: torch.device, dtype: torch.dtype, seed: int 
 def compare_with_loops(batch: VisionBatch, device: torch.device, repeats: int) -> None:
     """Each vectorised step against its per-token loop oracle, batch 1 (5 partitions), as a ratio."""
     try:
-        from tests.oracles import divprune_greedy, merge_loop, visionzip_partition
+        from tests.support.oracles import divprune_greedy, merge_loop, visionzip_partition
     except ImportError:
-        print("\n(tests/oracles.py not importable: run from a source checkout for the loop comparison)")
+        print("\n(tests/support/oracles.py not importable: run from a source checkout to compare the loop)")
         return
     print("\nvectorised against the per-token loop, batch 1 (ms; ratio = loop / vectorised):")
     features, keys, attention, kept_idx, count, valid = merge_inputs(batch, 0.2)

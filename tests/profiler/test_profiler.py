@@ -205,7 +205,7 @@ def test_suite_version_from_a_checkout(monkeypatch):
         raise PackageNotFoundError(name)
 
     monkeypatch.setattr(records, "version", missing)
-    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    text = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     declared = re.search(r'^version = "(.+)"', text, re.MULTILINE)[1]
     assert records.suite_version() == f"{declared}+checkout"
 

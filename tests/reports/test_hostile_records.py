@@ -14,7 +14,7 @@ from profiler.results.store import append_record
 from reports.data import Results, load_results, problem
 from reports.sections import build_compare, build_report
 
-FIXTURES = Path(__file__).parent / "fixtures" / "results"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
 # a list, an object, text, a huge and a negative number, null, a boolean, a fraction
 WRONG = [[7], {"x": 1}, "x", 10**12, -1, None, True, 0.5]
 

@@ -19,7 +19,7 @@ from profiler.results.store import append_record, make_record, read_records
 from reports.cli import app
 from reports.data import load_results
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner()
 FAST = [
     "--model",

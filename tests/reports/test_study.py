@@ -1,6 +1,7 @@
 """`make gpu-study` without a GPU: the plan and its time boxes, the trimmed paper grid, the README the
 study writes, steps in their own boxed processes, --only and the tarball; the instrument checks
-(profiler.bench.checks) and the sampler's --power-always against the fake NVML (tests/fake_pynvml.py)."""
+(profiler.bench.checks) and the sampler's --power-always against the fake NVML
+(tests/support/fake_pynvml.py)."""
 
 import json
 import os
@@ -47,7 +48,7 @@ from reports.study import (
 from reports.study_readme import SECTIONS, write_readme
 from workloads.sweep import load_sweep
 
-FIXTURE = Path(__file__).parent / "fixtures" / "results" / "results_gpu_a.jsonl"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "results" / "results_gpu_a.jsonl"
 CPU = Target(False, None, "tiny", "float32", "rehearsal-cpu")
 GPU = Target(True, "NVIDIA H200", "llava-next-7b", "float16", "nvidia-h200")
 ORDER = [

@@ -25,7 +25,7 @@ from workloads.errors import InputError
 from workloads.presets import PRESETS
 from workloads.sweep import load_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner()
 
 SMALL = """

@@ -1,4 +1,4 @@
-"""Issue 4's measurements on CPU: the NVML sampler process against a fake binding (tests/fake_pynvml.py),
+"""Measurements on CPU: the NVML sampler process against a fake binding (tests/support/fake_pynvml.py),
 the runner wired to it, phase bookkeeping, py-spy and torch traces, the memory cap and `env`."""
 
 import json
@@ -21,7 +21,7 @@ from workloads.images import synthetic_images
 from workloads.plan import Workload
 from workloads.point import Point
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner()
 
 

@@ -16,7 +16,12 @@ from hired.spec import apportion
 from profiler.cli import app
 from profiler.results.store import read_records
 from tests.conftest import plant_key_ties, with_patch_queries
-from tests.oracles import divprune_greedy, globalcom2_image, globalcom2_release_image, visionzip_partition
+from tests.support.oracles import (
+    divprune_greedy,
+    globalcom2_image,
+    globalcom2_release_image,
+    visionzip_partition,
+)
 from workloads.presets import PRESETS
 
 SHAPE = VisionShape(depth=4, feature_layer=2)

@@ -1,4 +1,4 @@
-"""A stand-in for pynvml, loaded by the sampler process (`--nvml tests.fake_pynvml`) in tests.
+"""A stand-in for pynvml, loaded by the sampler process (`--nvml tests.support.fake_pynvml`) in tests.
 
 Scripted by the FAKE_NVML environment variable (JSON): "used" (bytes, one per reading, the last
 repeats), "processes" ([[pid, bytes], ...]; "$PID" for the measuring process), "energy_mj"

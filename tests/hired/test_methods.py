@@ -13,7 +13,7 @@ from hired.methods import METHODS, VisionShape, check_point, method_params
 from hired.methods.hired import select_hired, select_hired_reference
 from hired.methods.prumerge import apportion, merge, outlier_counts, plus_stride, reference_partition
 from tests.conftest import plant_key_ties, with_patch_queries
-from tests.oracles import (
+from tests.support.oracles import (
     hired_reference_budgets,
     hired_release_kept,
     merge_loop,

@@ -22,7 +22,7 @@ from workloads.sweep import load_sweep
 
 pytestmark = pytest.mark.ray  # make test-fast leaves these out
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner()
 SLOW = """
 models = ["tiny"]

@@ -16,7 +16,7 @@ from reports import figures
 from reports.cli import app
 from reports.data import load_results
 
-FIXTURES = Path(__file__).parent / "fixtures" / "results"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
 A, B = FIXTURES / "results_gpu_a.jsonl", FIXTURES / "results_gpu_b.jsonl"
 RUNNER = CliRunner()
 METRICS = ["e2e_tokens_per_s", "decode_tokens_per_s", "ttft_s", "peak_memory"]

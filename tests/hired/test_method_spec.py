@@ -14,13 +14,13 @@ from hired.spec import BUDGET_KINDS, STAGES, Param, method_params
 from profiler.cli import app
 from profiler.cli.methods import markdown
 from profiler.results.store import read_records
-from tests.example_method import STRIDE
+from tests.support.example_method import STRIDE
 from workloads.errors import InputError
 from workloads.plan import plan_points
 from workloads.point import Inputs, MethodEntry, Point
 from workloads.sweep import load_sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner()
 FAST = ["--model", "tiny", "--device", "cpu", "--warmup", "0", "--repeats", "1", "--new-tokens", "2"]
 SHAPE = VisionShape(depth=24, feature_layer=22)
@@ -166,7 +166,7 @@ def test_one_planner_orders_and_keys_points():
 
 @pytest.mark.slow
 def test_a_method_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
-    """tests/example_method.py + this registration: listed, takes --param, sweeps, measured by run."""
+    """tests/support/example_method.py + this registration: listed, takes --param, sweeps, measured by run."""
     monkeypatch.setitem(METHODS, "stride", STRIDE)
     listed = json.loads(RUNNER.invoke(app, ["methods", "--json"]).stdout)
     assert any(r["name"] == "stride" and r["params"][0]["name"] == "phase" for r in listed)

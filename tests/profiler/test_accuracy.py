@@ -18,7 +18,7 @@ from tests.conftest import need_extra
 
 pytestmark = pytest.mark.eval  # make test-fast leaves these out
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TASKS = REPO / "tests" / "fixtures" / "lmms_tasks"
 COLOURS = TASKS / "hired_colours"
 HIRED = "alpha=0.5;l_init=0;l_final=2"

@@ -21,7 +21,7 @@ STRIDE = Method(
     name="stride",
     summary="evenly spaced candidates (a test-only method)",
     stage="vision",
-    reference="tests/example_method.py",
+    reference="tests/support/example_method.py",
     select=select_stride,
     params=(Param("phase", float, 0.0, "offset of the first token, in steps", low=0, high=0.99),),
 )
