@@ -12,6 +12,21 @@ logging.getLogger("transformers").setLevel(logging.ERROR)
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+# the command line's arguments for the tiny model on the CPU, and for the shortest measurement
+TINY = ["--model", "tiny", "--device", "cpu"]
+QUICK = ["--warmup", "0", "--repeats", "1", "--new-tokens", "2"]
+# a sweep file's head for the same: append [[methods]] tables
+TINY_SWEEP = """
+models = ["tiny"]
+weights = "random"
+device = "cpu"
+batch_sizes = [1]
+new_tokens = [2]
+warmup = 0
+repeats = 1
+"""
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """The tiny preset (real LLaVA-Next geometry, toy widths), random weights, on CPU; built once."""

@@ -10,19 +10,11 @@ from typer.testing import CliRunner
 
 import profiler.capacity.guards
 from reports.cli import app
+from tests.conftest import TINY, TINY_SWEEP
 
 RUNNER = CliRunner()
 R = "results.jsonl"
-TINY = ["--model", "tiny", "--device", "cpu"]
-SMALL_SWEEP = """
-models = ["tiny"]
-weights = "random"
-device = "cpu"
-batch_sizes = [1]
-new_tokens = [2]
-warmup = 0
-repeats = 1
-[[methods]]
+SMALL_SWEEP = TINY_SWEEP + """[[methods]]
 name = "hired"
 budgets = [0.2]
 """

@@ -15,7 +15,7 @@ from hired.shape import VisionShape
 from hired.spec import apportion
 from profiler.cli import app
 from profiler.results.store import read_records
-from tests.conftest import plant_key_ties, with_patch_queries
+from tests.conftest import QUICK, TINY, plant_key_ties, with_patch_queries
 from tests.support.oracles import (
     divprune_greedy,
     globalcom2_image,
@@ -210,16 +210,8 @@ def test_resize_encodes_fewer_partitions_and_records_the_achieved_budget(tmp_pat
     out = tmp_path / "r.jsonl"
     args = [
         "run",
-        "--model",
-        "tiny",
-        "--device",
-        "cpu",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
-        "--new-tokens",
-        "2",
+        *TINY,
+        *QUICK,
         "--no-agreement",  # the timed requests only
     ]
     result = CliRunner().invoke(

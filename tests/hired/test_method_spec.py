@@ -14,6 +14,7 @@ from hired.spec import BUDGET_KINDS, STAGES, Param, method_params
 from profiler.cli import app
 from profiler.cli.methods import markdown
 from profiler.results.store import read_records
+from tests.conftest import TINY_SWEEP
 from tests.support.example_method import STRIDE
 from workloads.errors import InputError
 from workloads.plan import plan_points
@@ -113,15 +114,7 @@ def test_bad_params_are_refused_with_the_parameter_list(tmp_path, args, message)
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
-SWEEP = """
-models = ["tiny"]
-weights = "random"
-device = "cpu"
-batch_sizes = [1]
-new_tokens = [2]
-warmup = 0
-repeats = 1
-[[methods]]
+SWEEP = TINY_SWEEP + """[[methods]]
 name = "hired"
 budgets = [0.2, 0.2]
 alpha = [0.25, 0.75]

@@ -18,20 +18,13 @@ import profiler.results.store
 from profiler.results.store import append_record, make_record, read_records
 from reports.cli import app
 from reports.data import load_results
+from tests.conftest import QUICK, TINY
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = CliRunner()
 FAST = [
-    "--model",
-    "tiny",
-    "--device",
-    "cpu",
-    "--warmup",
-    "0",
-    "--repeats",
-    "1",
-    "--new-tokens",
-    "2",
+    *TINY,
+    *QUICK,
     "--batch",
     "1",
 ]

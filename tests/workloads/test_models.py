@@ -5,6 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from profiler.cli import app
+from tests.conftest import QUICK
 from workloads.models import find_pretrained, load_model
 
 
@@ -35,12 +36,7 @@ def test_run_on_a_local_folder(tiny, tmp_path):
         str(folder),
         "--batch",
         "1",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
-        "--new-tokens",
-        "2",
+        *QUICK,
     ]
     result = CliRunner().invoke(app, [*args, "--output", str(out)])
     assert result.exit_code == 0, result.stderr

@@ -11,6 +11,7 @@ from hired.glue import expand_prompts, pad_id, picture_sizes, prepare_batch, sho
 from hired.methods import METHODS, method_params
 from profiler.capacity.model import model_shape
 from profiler.cli import app
+from tests.conftest import QUICK
 from workloads.images import synthetic_images
 from workloads.models import load_model
 from workloads.presets import PRESETS
@@ -164,12 +165,7 @@ def test_one_partition_models_refuse_what_needs_partitions(tmp_path):
             "all",
             "--batch",
             "1",
-            "--warmup",
-            "0",
-            "--repeats",
-            "1",
-            "--new-tokens",
-            "2",
+            *QUICK,
         ],
     )
     assert ran.exit_code == 0, ran.stderr
