@@ -13,6 +13,8 @@ from profiler.bench.checks import Check, check_record
 from profiler.capacity.boundary import find_boundaries
 from profiler.measure.runner import Runner
 from profiler.orchestrate.local import failed_load
+from profiler.results.schema import ABSENT, CONFIG, KIND_SPECS, MAP, PointConfig, problem
+from profiler.results.store import iter_lines
 from tests.conftest import need_extra
 from workloads.images import synthetic_images
 from workloads.plan import Workload
@@ -20,6 +22,7 @@ from workloads.point import Point
 from workloads.sweep import find_sweep, load_sweep, shipped_sweeps
 
 FIXTURES = Path(__file__).parent / "fixtures"
+RESULTS = FIXTURES / "results"
 POINT_KEYS = FIXTURES / "point_keys.json"
 WRITERS = FIXTURES / "writer_records.json"
 
@@ -225,3 +228,77 @@ def test_a_runner_config_has_the_old_builders_keys_in_order(name):
     ]  # fmt: skip
     config = json.loads(json.loads(WRITERS.read_text())["model"][name])["config"]
     assert [k for k in config if k != "boundary_search"] == old
+
+
+def fixture_records() -> list[dict]:
+    """Every record of the committed result files (their half-written last line left out)."""
+    return [r for path in sorted(RESULTS.glob("*.jsonl")) for r, why, _ in iter_lines(path) if why is None]
+
+
+def golden_configs() -> list[dict]:
+    """The config of every record the writers wrote, as recorded (every kind that has one)."""
+    written = [
+        json.loads(text) for part in json.loads(WRITERS.read_text()).values() for text in part.values()
+    ]
+    return [r["config"] for r in written if isinstance(r.get("config"), dict)]
+
+
+def test_every_fixture_record_passes_the_one_validator():
+    records = fixture_records()
+    assert len(records) == 27  # 12 + 1 failed + a boundary + a prediction on GPU A, 12 on GPU B
+    assert {r.get("kind", "point") for r in records} == {"point", "oom_boundary", "prediction"}
+    assert [problem(r) for r in records] == [None] * len(records)
+
+
+@pytest.mark.parametrize("source", ["fixtures", "writers"])
+def test_configs_round_trip_byte_for_byte(source):
+    """PointConfig holds every key a config has, in the order written: renaming, dropping or moving a field
+    changes these lines (a renamed key would come back among the unknown ones, at the end)."""
+    configs = (
+        [r["config"] for r in fixture_records() if "config" in r]
+        if source == "fixtures"
+        else golden_configs()
+    )
+    assert len(configs) > 10
+    for config in configs:
+        typed = PointConfig.from_dict(config)
+        assert typed.extra == {}, f"keys PointConfig does not know: {list(typed.extra)}"
+        assert line(typed.to_dict()) == line(config)
+
+
+def test_unknown_keys_are_kept_after_the_known_ones():
+    config = {"model": "m", "newer": {"a": 1}, "budget": 0.2, "sweep": "s"}
+    typed = PointConfig.from_dict(config)
+    assert typed.model == "m" and typed.budget == 0.2 and typed.sweep == "s" and typed.dtype is ABSENT
+    assert list(typed.to_dict()) == ["model", "budget", "sweep", "newer"]
+
+
+def test_from_point_fills_each_kind_with_its_keys():
+    point = Point(method="hired", budget=None, memory_cap="800MiB")
+    planned = PointConfig.from_point(point).to_dict()
+    assert planned["budget"] == "adaptive" and planned["memory_cap_gib"] == 800 / 1024
+    assert "sweep" not in planned and PointConfig.from_point(point, sweep="s").to_dict()["sweep"] == "s"
+    accuracy = PointConfig.from_point(point, "accuracy", tasks=["t"], limit=None).to_dict()
+    assert list(accuracy) == [
+        "model", "weights", "dtype", "device", "method", "budget", "fidelity", "method_params", "tasks",
+        "limit", "batch_size", "seed", "point_key",
+    ]  # fmt: skip
+    with pytest.raises(TypeError):
+        PointConfig.from_point(point, no_such_key=1)
+
+
+def test_the_readers_config_types_are_derived_from_point_config():
+    """The types readers check (and the order they check them in) are those declared before they were
+    derived from PointConfig's fields."""
+    assert list(CONFIG.items()) == [
+        ("model", "text"), ("weights", "text"), ("dtype", "text"), ("device", "text"), ("method", "text"),
+        ("budget", ("fraction", "text")), ("fidelity", "text"), ("method_params", CONFIG["method_params"]),
+        ("batch_size", "size"), ("image_sizes", ["pair"]), ("image_source", "text"), ("prompt", "text"),
+        ("prompt_tokens", ["size"]), ("new_tokens", "size"), ("warmup", "size"), ("repeats", "size"),
+        ("memory_cap_gib", "number"), ("seed", "whole"), ("engine", "text"), ("min_duration_s", "number"),
+        ("point_key", "text"),
+    ]  # fmt: skip
+    assert isinstance(CONFIG["method_params"], MAP) and CONFIG["method_params"].spec == "any"
+    accuracy = KIND_SPECS["accuracy"]["config"]
+    assert accuracy == {**CONFIG, "limit": "size", "task": "text", "tasks": ["text"]}
+    assert KIND_SPECS["point"]["config"] is CONFIG and KIND_SPECS["oom_boundary"]["config"] is CONFIG
