@@ -302,3 +302,14 @@ def test_the_readers_config_types_are_derived_from_point_config():
     accuracy = KIND_SPECS["accuracy"]["config"]
     assert accuracy == {**CONFIG, "limit": "size", "task": "text", "tasks": ["text"]}
     assert KIND_SPECS["point"]["config"] is CONFIG and KIND_SPECS["oom_boundary"]["config"] is CONFIG
+
+
+def test_the_schema_version_is_stamped_in_one_place():
+    """Every writer stamps profiler.results.schema.SCHEMA_VERSION through profiler.results.store."""
+    root = Path(__file__).resolve().parents[1] / "profiler"
+    stamping = sorted(
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if '"schema_version":' in path.read_text() or "SCHEMA_VERSION" in path.read_text()
+    )
+    assert stamping == ["results/schema.py", "results/store.py"]

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from profiler.cli import options
 from profiler.cli.common import err, fail, out, write_failed
-from profiler.results.store import WriteFailed, append_record, check_output
+from profiler.results.store import WriteFailed, append_record, check_output, make_prediction
 from workloads.errors import InputError
 from workloads.presets import DEFAULT_PROMPT
 
@@ -82,7 +82,7 @@ def predict(
         out.print(table4_table(papers))
         out.print(TABLE4_NOTE, highlight=False)
     if output is not None:
-        lines = [{"kind": "prediction", "schema_version": 1, **r} for r in rows]
+        lines = [make_prediction(r) for r in rows]
         for i, line in enumerate(lines):
             try:
                 append_record(output, line)

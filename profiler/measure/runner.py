@@ -28,7 +28,7 @@ from profiler.instruments.torch_memory import (
 from profiler.measure.metrics import PHASES, SCALAR_METRICS, agreement, request_metrics
 from profiler.measure.request import run_request
 from profiler.measure.stats import coefficient_of_variation, summarize
-from profiler.results.schema import gib
+from profiler.results.schema import PointConfig, gib
 from profiler.results.store import error_message, make_record
 from workloads.models import LoadedModel
 from workloads.plan import Workload, build_workload
@@ -73,30 +73,15 @@ class Runner:
 
     def config(self, workload: Workload, point: Point) -> dict:
         """The record's config: what was measured, resolved (model name, dtype, device, parameters)."""
-        return {
-            "model": self.lm.name,
-            "weights": self.lm.weights,
-            "dtype": str(self.lm.dtype).removeprefix("torch."),
-            "device": str(self.lm.device),
-            "method": point.method,
-            "budget": "adaptive" if point.budget is None else point.budget,
-            "fidelity": point.fidelity,
-            "method_params": point.params,
-            "batch_size": workload.batch_size,
-            "image_sizes": [list(img.size) for img in workload.images],
-            "image_source": workload.image_source,
-            "prompt": workload.prompt,
-            "prompt_tokens": None,  # per sample, text + visual tokens: known once a request ran
-            "new_tokens": workload.new_tokens,
-            "warmup": self.warmup,
-            "repeats": self.repeats,
-            "memory_cap_gib": self.memory_cap_gib,
-            "seed": self.seed,
-            "engine": point.engine,
-            "min_duration_s": point.min_duration,
-            "accelerator": point.accelerator,
-            "point_key": point.key,
-        }
+        return PointConfig.from_point(
+            point,
+            lm=self.lm,
+            workload=workload,
+            warmup=self.warmup,
+            repeats=self.repeats,
+            memory_cap_gib=self.memory_cap_gib,
+            seed=self.seed,
+        ).to_dict()
 
     def measure_point(self, point: Point) -> dict:
         """A planned point: its own inputs, warm-up, repeats and seed; always returns a record."""
