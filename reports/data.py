@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hired.methods import METHODS
-from profiler.results.schema import is_number, is_whole, record_problem
-from profiler.results.store import KINDS, SCHEMA_VERSION, STATUSES, iter_lines
+from profiler.results.schema import problem
+from profiler.results.store import iter_lines
 from profiler.results.views import peak_memory_gib
 from workloads.plan import MAX_POINTS
 
 METHOD_ORDER = list(METHODS)  # the registry's order: baseline, HiRED, the field's methods, baselines
-VERDICTS = ("pass", "fail", "n/a", "error")  # an instrument check's outcome (profiler.bench.checks)
 
 
 @dataclass
@@ -49,49 +48,6 @@ def result_files(paths: list[Path]) -> list[Path]:
         else:
             raise FileNotFoundError(path)
     return list({f.resolve(): f for f in files}.values())
-
-
-def problem(record: dict) -> str | None:
-    """Why a parsed line is not a record this suite can use, or None when it is: the schema's types
-    (profiler.results.schema), then what the types cannot say (version, kind, status, batch size)."""
-    version = record.get("schema_version")
-    if not is_whole(version):
-        return "no schema_version"
-    if version > SCHEMA_VERSION:
-        return f"schema version {version} is newer than this suite's {SCHEMA_VERSION}"
-    kind = record.get("kind", "point")
-    if kind not in KINDS:
-        return f"unknown kind {kind!r}" if isinstance(kind, str) else "kind is not text"
-    if why := record_problem(record, kind):
-        return why
-    if kind == "instrument_check":
-        return None if record["verdict"] in VERDICTS else f"unknown verdict {record['verdict']!r}"
-    if kind == "prediction":
-        return None
-    budget = record["config"]["budget"]
-    if isinstance(budget, str) and budget != "adaptive":
-        return "config.budget is not a number"
-    if kind != "oom_boundary" and record.get("status") not in STATUSES:
-        return "unknown status"
-    if kind == "accuracy":
-        return _accuracy_problem(record, record.get("metrics"))
-    if kind == "point" and record["config"]["batch_size"] < 1:
-        return "config.batch_size is below 1"
-    if kind == "point" and record["status"] == "ok" and not record.get("metrics"):
-        return "an ok record with null metrics"
-    return None
-
-
-def _accuracy_problem(record: dict, metrics) -> str | None:
-    if record["status"] != "ok":
-        return None
-    ok = (
-        isinstance(metrics, dict)
-        and isinstance(metrics.get("task"), str)
-        and isinstance(metrics.get("metric"), str)
-        and is_number(metrics.get("value"))
-    )
-    return None if ok else "an accuracy record without task, metric or value"
 
 
 def _slim(record: dict) -> dict:

@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from profiler.orchestrate.groups import ModelGroups, Observer
+from profiler.results.schema import PointConfig
 from profiler.results.store import append_record, error_message, make_record
 from workloads.errors import InputError
 from workloads.point import Point
@@ -117,22 +118,15 @@ def accuracy_rows(results: dict) -> Iterator[tuple[str, str, float, float | None
 
 
 def eval_config(point: Point, lm, tasks: list[str], limit: int | None, batch_size: int) -> dict:
-    return {
-        "model": point.model if lm is None else lm.name,
-        "weights": point.weights if lm is None else lm.weights,
-        "dtype": point.dtype if lm is None else str(lm.dtype).removeprefix("torch."),
-        "device": point.device if lm is None else str(lm.device),
-        "method": point.method,
-        "budget": "adaptive" if point.budget is None else point.budget,
-        "fidelity": point.fidelity,
-        "method_params": point.params,
-        "tasks": tasks,
-        "limit": limit,
-        "batch_size": batch_size,
-        "seed": point.seed,
-        "lmms_eval_version": lmms_eval_version(),
-        "point_key": point.key,
-    }
+    return PointConfig.from_point(
+        point,
+        "accuracy",
+        lm,
+        tasks=tasks,
+        limit=limit,
+        batch_size=batch_size,
+        lmms_eval_version=lmms_eval_version(),
+    ).to_dict()
 
 
 def run_eval(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from profiler.results.store import SCHEMA_VERSION, append_record, error_message, new_run_id, suite_version
+from profiler.results.store import append_record, error_message, make_check, new_run_id
 
 # name -> (what is compared, unit, tolerance: the largest relative difference that passes; None: the
 # reference is a floor the measurement must reach)
@@ -97,19 +97,7 @@ def judged(name: str, measured: float | None, reference: float | None, note: str
 
 def check_record(check: Check, run_id: str, hardware: dict, config: dict) -> dict:
     what, unit, tolerance = CHECKS[check.check]
-    return {
-        "kind": "instrument_check",
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "suite_version": suite_version(),
-        "what": what,
-        "unit": unit,
-        "tolerance": tolerance,
-        "difference": check.difference,
-        **asdict(check),
-        "config": config,
-        "hardware": hardware,
-    }
+    return make_check(run_id, what, unit, tolerance, check.difference, asdict(check), config, hardware)
 
 
 def idle_device_bytes(nvml) -> int | None:

@@ -59,7 +59,8 @@ def find_boundaries(runner, points: list, max_batch: int, output, cap_gib, statu
             runner.hardware,
             {"oom_boundary": {k: v for k, v in row.items() if k not in ("method", "budget_label")}},
             error=found.stopped_by,
+            kind="oom_boundary",
         )
-        append_record(output, {"kind": "oom_boundary", **record})
+        append_record(output, record)
         rows.append(row)
     return rows

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from profiler.cli import options
 from profiler.cli.common import err, fail, out, write_failed
-from profiler.results.store import WriteFailed, append_record, check_output
+from profiler.results.store import WriteFailed, append_record, check_output, make_prediction
 from workloads.errors import InputError
 
 
@@ -94,7 +94,7 @@ def prediction_dtype(dtype: str) -> str:
 
 
 def write_predictions(output: Path, rows: list[dict]) -> None:
-    lines = [{"kind": "prediction", "schema_version": 1, **r} for r in rows]
+    lines = [make_prediction(r) for r in rows]
     for i, line in enumerate(lines):
         try:
             append_record(output, line)

@@ -29,7 +29,7 @@ from profiler.measure.metrics import PHASES, SCALAR_METRICS, agreement, request_
 from profiler.measure.request import run_request
 from profiler.measure.settings import MeasureSettings
 from profiler.measure.stats import coefficient_of_variation, summarize
-from profiler.results.schema import gib
+from profiler.results.schema import PointConfig, gib
 from profiler.results.store import error_message, make_record
 from workloads.models import LoadedModel
 from workloads.plan import Workload, build_workload
@@ -68,30 +68,16 @@ class Runner:
 
     def config(self, workload: Workload, point: Point, settings: MeasureSettings) -> dict:
         """The record's config: what was measured, resolved (model name, dtype, device, parameters)."""
-        return {
-            "model": self.lm.name,
-            "weights": self.lm.weights,
-            "dtype": str(self.lm.dtype).removeprefix("torch."),
-            "device": str(self.lm.device),
-            "method": point.method,
-            "budget": "adaptive" if point.budget is None else point.budget,
-            "fidelity": point.fidelity,
-            "method_params": point.params,
-            "batch_size": workload.batch_size,
-            "image_sizes": [list(img.size) for img in workload.images],
-            "image_source": workload.image_source,
-            "prompt": workload.prompt,
-            "prompt_tokens": None,  # per sample, text + visual tokens: known once a request ran
-            "new_tokens": workload.new_tokens,
-            "warmup": settings.warmup,
-            "repeats": settings.repeats,
-            "memory_cap_gib": self.memory_cap_gib,
-            "seed": settings.seed,
-            "engine": point.engine,
-            "min_duration_s": settings.min_duration,
-            "accelerator": point.accelerator,
-            "point_key": point.key,
-        }
+        return PointConfig.from_point(
+            point,
+            lm=self.lm,
+            workload=workload,
+            warmup=settings.warmup,
+            repeats=settings.repeats,
+            memory_cap_gib=self.memory_cap_gib,
+            seed=settings.seed,
+            min_duration_s=settings.min_duration,
+        ).to_dict()
 
     def measure_point(self, point: Point, policy: MeasureSettings | None = None) -> dict:
         """A planned point: its own inputs, warm-up, repeats and seed; always returns a record."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from profiler.measure.settings import MeasureSettings
 from profiler.orchestrate.groups import ModelGroups, Observer
+from profiler.results.schema import PointConfig
 from profiler.results.store import append_record, error_message, make_record, read_records
 from workloads.point import Point
 
@@ -24,31 +25,7 @@ def pending_points(points: list[Point], output: Path, resume: bool) -> list[Poin
 
 def planned_config(point: Point, sweep: str | None) -> dict:
     """A record's config for a point that never reached a model (a failed load, a dead process)."""
-    config = {
-        "model": point.model,
-        "weights": point.weights,
-        "dtype": point.dtype,
-        "device": point.device,
-        "method": point.method,
-        "budget": "adaptive" if point.budget is None else point.budget,
-        "fidelity": point.fidelity,
-        "method_params": point.params,
-        "batch_size": point.batch_size,
-        "image_sizes": None if point.image_sizes is None else [list(s) for s in point.image_sizes],
-        "image_source": point.images or "synthetic",
-        "prompt": point.prompt,
-        "prompt_tokens": None,
-        "new_tokens": point.new_tokens,
-        "warmup": point.warmup,
-        "repeats": point.repeats,
-        "memory_cap_gib": _cap_gib(point),  # what was asked: a cap that failed to apply is the error
-        "seed": point.seed,
-        "engine": point.engine,
-        "min_duration_s": point.min_duration,
-        "accelerator": point.accelerator,
-        "point_key": point.key,
-    }
-    return config if sweep is None else {**config, "sweep": sweep}
+    return PointConfig.from_point(point, sweep=sweep).to_dict()
 
 
 def _cap_gib(point: Point) -> float | None:

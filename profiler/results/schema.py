@@ -1,5 +1,6 @@
-"""The types of a result record's fields, per kind, declared once as data: what readers check before they
-use a record (docs/metrics.md, the record schema).
+"""The result record's schema (docs/metrics.md): the kinds, statuses and version every writer
+stamps; a record's `config` as a dataclass (PointConfig, which the writers build it with); the types of
+every kind's fields, declared as data; and `problem`, the one check readers make before they use a record.
 
 A spec is a name from SCALARS ("number", "whole", "size", "fraction", "pair", "text", ...), "any" or
 "stats"; a tuple (any of those); a dict (an object whose fields may each be absent or null unless their
@@ -11,7 +12,13 @@ another type is skipped and counted with the field's path, never read into a tra
 from __future__ import annotations
 
 import re
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
 
+SCHEMA_VERSION = 1  # what every writer stamps (profiler.results.store); a reader refuses a newer one
+STATUSES = ("ok", "oom", "error")
+KINDS = ("point", "oom_boundary", "prediction", "accuracy", "instrument_check")
+VERDICTS = ("pass", "fail", "n/a", "error")  # an instrument check's outcome (profiler.bench.checks)
 SIZE_LIMIT = 1 << 20  # "size": batch sizes, token counts, pixels; anything larger is no measurement made here
 DEPTH_LIMIT = 32  # nesting inside a free-form field (method_params); real values are flat
 
@@ -23,28 +30,148 @@ class MAP:
 
 STATS = "stats"
 SIZES = ["pair"]  # [[width, height], ...]
+
+
+class _Absent:
+    """A config key a record does not carry: another kind's, or one added after it was written."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
+# the record kinds whose config carries a key ("point" stands for oom_boundary too)
+POINT = ("point",)
+ACCURACY = ("accuracy",)
+BOTH = ("point", "accuracy")
+
+
+def key(spec=None, kinds: tuple = BOTH, null: bool = True) -> Field:
+    """A config key. spec: the type readers check (None: not checked); kinds: the record kinds whose config
+    carries it (PointConfig.from_point fills it for them where a point says what it is); null: False for a
+    key written only with a value (None leaves it out)."""
+    return field(default=ABSENT, metadata={"spec": spec, "kinds": kinds, "null": null})
+
+
+@dataclass
+class PointConfig:
+    """A record's `config` (point, oom_boundary and accuracy records): what was measured. The fields are the
+    JSON's keys in the order they are written; a field left ABSENT is a key the record does not carry."""
+
+    # every default is ABSENT, one immutable value (hence the noqa: RUF009); key() attaches the metadata
+    model: str = key("text")  # the resolved name once a model is loaded, else as asked
+    weights: str = key("text")  # "pretrained" | "random" once loaded
+    dtype: str = key("text")
+    device: str = key("text")
+    method: str = key("text")
+    budget: float | str = key(("fraction", "text"))  # a fraction kept, or "adaptive"
+    fidelity: str = key("text")
+    method_params: dict = key(MAP("any"))  # noqa: RUF009  (defaults filled in once a model is loaded)
+    tasks: list[str] = key(["text"], ACCURACY)  # noqa: RUF009  (the lmms-eval tasks asked)
+    limit: int | None = key("size", ACCURACY)  # samples per task (None: all)
+    batch_size: int | None = key("size")  # None on an oom_boundary record (the batch is what was searched)
+    image_sizes: list[list[int]] | None = key(SIZES, POINT)  # noqa: RUF009  ([width, height] per sample)
+    image_source: str = key("text", POINT)  # "synthetic" or the folder
+    prompt: str = key("text", POINT)
+    # per sample, text + visual tokens: known once a request ran
+    prompt_tokens: list[int] | None = key(["size"], POINT)  # noqa: RUF009
+    new_tokens: int = key("size", POINT)
+    warmup: int = key("size", POINT)
+    repeats: int = key("size", POINT)
+    memory_cap_gib: float | None = key("number", POINT)
+    seed: int = key("whole")
+    engine: str = key("text", POINT)  # "eager" | "compiled"
+    min_duration_s: float = key("number", POINT)
+    accelerator: str | None = key(None, POINT)  # the GPU type a point asked for on a Ray cluster
+    lmms_eval_version: str | None = key(None, ACCURACY)
+    point_key: str = key("text")  # workloads.point.Point.key: what --resume matches
+    boundary_search: bool = key(None, POINT, null=False)  # on each probe of an oom-boundary search
+    sweep: str | None = key(None, POINT, null=False)  # the sweep file's name
+    task: str | None = key("text", ACCURACY, null=False)  # an accuracy record's task
+    extra: dict = field(default_factory=dict)  # keys this suite does not know (a newer writer's), in order
+
+    @classmethod
+    def from_point(cls, point, kind: str = "point", lm=None, workload=None, **resolved) -> PointConfig:
+        """The config of a planned point (workloads.point.Point) for a record of `kind` ("point" for
+        oom_boundary too, or "accuracy"), as asked; what only a loaded model knows replaces it: `lm` (a
+        workloads.models.LoadedModel: the resolved name, weights, dtype and device), `workload` (the inputs
+        built: batch size, picture sizes, source, prompt, new tokens) and `resolved` (any field by name)."""
+        asked = {
+            "model": point.model,
+            "weights": point.weights,
+            "dtype": point.dtype,
+            "device": point.device,
+            "method": point.method,
+            "budget": "adaptive" if point.budget is None else point.budget,
+            "fidelity": point.fidelity,
+            "method_params": point.params,
+            "batch_size": point.batch_size,
+            "image_sizes": None if point.image_sizes is None else [list(s) for s in point.image_sizes],
+            "image_source": point.images or "synthetic",
+            "prompt": point.prompt,
+            "prompt_tokens": None,
+            "new_tokens": point.new_tokens,
+            "warmup": point.warmup,
+            "repeats": point.repeats,
+            # what was asked: a cap that failed to apply is the record's error
+            "memory_cap_gib": None if point.memory_cap is None else parse_gib(point.memory_cap),
+            "seed": point.seed,
+            "engine": point.engine,
+            "min_duration_s": point.min_duration,
+            "accelerator": point.accelerator,
+            "point_key": point.key,
+        }
+        if lm is not None:
+            asked.update(
+                model=lm.name,
+                weights=lm.weights,
+                dtype=str(lm.dtype).removeprefix("torch."),
+                device=str(lm.device),
+            )
+        if workload is not None:
+            asked.update(
+                batch_size=workload.batch_size,
+                image_sizes=[list(image.size) for image in workload.images],
+                image_source=workload.image_source,
+                prompt=workload.prompt,
+                new_tokens=workload.new_tokens,
+            )
+        carried = {
+            f.name: asked[f.name] for f in CONFIG_FIELDS if kind in f.metadata["kinds"] and f.name in asked
+        }
+        return cls(**{**carried, **resolved})
+
+    @classmethod
+    def from_dict(cls, config: dict) -> PointConfig:
+        """A config as written by any version of this suite: from_dict(c).to_dict() == c, key order too."""
+        known = {k: v for k, v in config.items() if k in CONFIG_NAMES}
+        return cls(**known, extra={k: v for k, v in config.items() if k not in CONFIG_NAMES})
+
+    def to_dict(self) -> dict:
+        """The JSON object a record carries: the keys it carries in field order, then the unknown ones."""
+        out = {}
+        for f in CONFIG_FIELDS:
+            value = getattr(self, f.name)
+            if value is not ABSENT and (value is not None or f.metadata["null"]):
+                out[f.name] = value
+        return {**out, **self.extra}
+
+
+CONFIG_FIELDS = [f for f in fields(PointConfig) if f.name != "extra"]
+CONFIG_NAMES = frozenset(f.name for f in CONFIG_FIELDS)
+# the types readers check, derived from PointConfig: every point key with a spec; accuracy configs add theirs
 CONFIG = {
-    "model": "text",
-    "weights": "text",
-    "dtype": "text",
-    "device": "text",
-    "method": "text",
-    "budget": ("fraction", "text"),  # a fraction kept, or "adaptive"
-    "fidelity": "text",
-    "method_params": MAP("any"),
-    "batch_size": "size",
-    "image_sizes": SIZES,
-    "image_source": "text",
-    "prompt": "text",
-    "prompt_tokens": ["size"],
-    "new_tokens": "size",
-    "warmup": "size",
-    "repeats": "size",
-    "memory_cap_gib": "number",
-    "seed": "whole",
-    "engine": "text",
-    "min_duration_s": "number",
-    "point_key": "text",
+    f.name: f.metadata["spec"]
+    for f in CONFIG_FIELDS
+    if f.metadata["spec"] is not None and "point" in f.metadata["kinds"]
+}
+ACCURACY_CONFIG = {
+    **CONFIG,
+    **{
+        f.name: f.metadata["spec"]
+        for f in CONFIG_FIELDS
+        if f.metadata["spec"] is not None and f.metadata["kinds"] == ACCURACY
+    },
 }
 HARDWARE = {
     "gpu_name": "text",
@@ -123,7 +250,7 @@ KIND_SPECS = {
     },
     "accuracy": {
         **COMMON,
-        "config": {**CONFIG, "limit": "size", "task": "text", "tasks": ["text"]},
+        "config": ACCURACY_CONFIG,
         "metrics": {
             "task": "text",
             "metric": "text",
@@ -211,6 +338,49 @@ def record_problem(record: dict, kind: str) -> str | None:
         if value is None:
             return f"no {path}"
     return type_problem(record, KIND_SPECS[kind])
+
+
+def problem(record: dict) -> str | None:
+    """Why a parsed line is not a record this suite can use, or None when it is: its version and kind, the
+    types of its fields (record_problem), then what the types cannot say (status, budget, batch size)."""
+    version = record.get("schema_version")
+    if not is_whole(version):
+        return "no schema_version"
+    if version > SCHEMA_VERSION:
+        return f"schema version {version} is newer than this suite's {SCHEMA_VERSION}"
+    kind = record.get("kind", "point")
+    if kind not in KINDS:
+        return f"unknown kind {kind!r}" if isinstance(kind, str) else "kind is not text"
+    if why := record_problem(record, kind):
+        return why
+    if kind == "instrument_check":
+        return None if record["verdict"] in VERDICTS else f"unknown verdict {record['verdict']!r}"
+    if kind == "prediction":
+        return None
+    budget = record["config"]["budget"]
+    if isinstance(budget, str) and budget != "adaptive":
+        return "config.budget is not a number"
+    if kind != "oom_boundary" and record.get("status") not in STATUSES:
+        return "unknown status"
+    if kind == "accuracy":
+        return _accuracy_problem(record, record.get("metrics"))
+    if kind == "point" and record["config"]["batch_size"] < 1:
+        return "config.batch_size is below 1"
+    if kind == "point" and record["status"] == "ok" and not record.get("metrics"):
+        return "an ok record with null metrics"
+    return None
+
+
+def _accuracy_problem(record: dict, metrics) -> str | None:
+    if record["status"] != "ok":
+        return None
+    ok = (
+        isinstance(metrics, dict)
+        and isinstance(metrics.get("task"), str)
+        and isinstance(metrics.get("metric"), str)
+        and is_number(metrics.get("value"))
+    )
+    return None if ok else "an accuracy record without task, metric or value"
 
 
 def _deeper(value, limit: int) -> bool:

@@ -23,11 +23,9 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from profiler.results.schema import SCHEMA_VERSION, STATUSES
 from workloads.errors import InputError
 
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "oom", "error")
-KINDS = ("point", "oom_boundary", "prediction", "accuracy", "instrument_check")
 FIRST_LINE_LIMIT = 1 << 20  # a results file's first line is a record: far below 1 MiB
 
 # records appended by this process, per file: what "interrupted: N points recorded in FILE" says
@@ -70,6 +68,9 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+# The records' builders, one per shape: every record is stamped with SCHEMA_VERSION here and nowhere else.
+
+
 def make_record(
     run_id: str,
     status: str,
@@ -78,9 +79,13 @@ def make_record(
     metrics: dict | None,
     error: str | None = None,
     outputs: list[list[int]] | None = None,
+    kind: str = "point",
 ) -> dict:
+    """A point, oom_boundary or accuracy record; `config` is a PointConfig's to_dict(). A point record
+    carries no `kind` (the first files had none); the other kinds carry it first."""
     assert status in STATUSES, status
-    return {
+    assert kind in ("point", "oom_boundary", "accuracy"), kind
+    record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -91,6 +96,40 @@ def make_record(
         "outputs": outputs,
         "hardware": hardware,
         "metrics": metrics,
+    }
+    return record if kind == "point" else {"kind": kind, **record}
+
+
+def make_prediction(row: dict) -> dict:
+    """A prediction record (`predict --output`): flat, the memory model's row (profiler.capacity.model
+    .predictions) as it is."""
+    return {"kind": "prediction", "schema_version": SCHEMA_VERSION, **row}
+
+
+def make_check(
+    run_id: str,
+    what: str,
+    unit: str,
+    tolerance: float | None,
+    difference: float | None,
+    check: dict,
+    config: dict,
+    hardware: dict,
+) -> dict:
+    """An instrument_check record (profiler.bench.checks): what is checked, in which unit, within which
+    tolerance, the check's outcome (its name, measured, reference, verdict, note), the run's settings."""
+    return {
+        "kind": "instrument_check",
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "suite_version": suite_version(),
+        "what": what,
+        "unit": unit,
+        "tolerance": tolerance,
+        "difference": difference,
+        **check,
+        "config": config,
+        "hardware": hardware,
     }
 
 
