@@ -11,12 +11,13 @@ from matplotlib.ticker import MaxNLocator
 
 from hired.methods import METHODS
 from profiler.results.views import median, varying_params
-from reports.data import METHOD_ORDER, method_key, peak_memory, spread
+from reports.data import method_key, method_rank, peak_memory, spread
 from reports.document import Figure
+from reports.sections.common import BASELINE
 from workloads.point import budget_label
 
 COLOURS = {
-    "none": "#4b5563",
+    BASELINE: "#4b5563",
     "hired": "#2a6f97",
     "prumerge": "#d1495b",
     "prumerge+": "#e09f3e",
@@ -127,8 +128,8 @@ def _series(ax, points: list[tuple[float, dict]], metric: str, colour: str | Non
 
 
 def _methods(points: list[dict]) -> list[str]:
-    present = {r["config"]["method"] for r in points}
-    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+    """The methods present, in the one order reports use (reports.data.method_rank)."""
+    return sorted({r["config"]["method"] for r in points}, key=lambda m: (method_rank(m), m))
 
 
 LINESTYLES = ("-", ":", "-.", (0, (5, 1)))
@@ -198,7 +199,7 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
     fig, axes = _figure(len(batches))
     for ax, batch in zip(axes, batches, strict=True):
         rows = [r for r in points if r["config"]["batch_size"] == batch]
-        bases = [(r, value(r, metric)[0]) for r in rows if r["config"]["method"] == "none"]
+        bases = [(r, value(r, metric)[0]) for r in rows if r["config"]["method"] == BASELINE]
         found = [y for _, y in bases if y is not None]
         if failed := Counter(r["status"].upper() for r, y in bases if y is None):
             said = ", ".join(f"{n} × {status}" if n > 1 else status for status, n in failed.items())
@@ -208,8 +209,8 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
         else:
             label = "all tokens (baseline)"
         for y in found:
-            ax.axhline(y, color=COLOURS["none"], linestyle="--", linewidth=1.2, label=label)
-        series = [s for s in _series_of(rows, labels) if s[0] != "none"]
+            ax.axhline(y, color=COLOURS[BASELINE], linestyle="--", linewidth=1.2, label=label)
+        series = [s for s in _series_of(rows, labels) if s[0] != BASELINE]
         seen: dict[str, int] = {}
         for i, (method, label, mine) in enumerate(series):
             nudge = (i - (len(series) - 1) / 2) * 0.7  # keeps methods at the same budget apart
@@ -243,18 +244,18 @@ def by_budget(points: list[dict], metric: str, title: str) -> MplFigure:
 def by_batch(points: list[dict], metric: str, budget, title: str) -> MplFigure:
     """metric against batch size at one budget; one line per method, the baseline dashed."""
     fig, (ax,) = _figure(1)
-    rows = [r for r in points if r["config"]["method"] == "none" or r["config"].get("budget") == budget]
+    rows = [r for r in points if r["config"]["method"] == BASELINE or r["config"].get("budget") == budget]
     seen: dict[str, int] = {}
     for method, label, mine in _series_of(rows, param_labels(rows)):
         mine = sorted(mine, key=lambda r: r["config"]["batch_size"])
-        style = _style(method, seen.get(method, 0)) if method != "none" else {"linestyle": "--"}
+        style = _style(method, seen.get(method, 0)) if method != BASELINE else {"linestyle": "--"}
         seen[method] = seen.get(method, 0) + 1
         _series(
             ax,
             [(r["config"]["batch_size"], r) for r in mine],
             metric,
             COLOURS.get(method),
-            label="all tokens (baseline)" if method == "none" else f"{label} {budget_label(budget)}",
+            label="all tokens (baseline)" if method == BASELINE else f"{label} {budget_label(budget)}",
             linestyle=style["linestyle"],
         )
     batches = sorted({r["config"]["batch_size"] for r in rows})
@@ -328,7 +329,7 @@ def boundaries(rows: list[dict], title: str) -> MplFigure:
                     color=COLOURS.get(method),
                     hatch=hatch,
                     edgecolor="white",
-                    label="all tokens (baseline)" if method == "none" else method,
+                    label="all tokens (baseline)" if method == BASELINE else method,
                 )
                 text = f"{r['largest']}" + ("+" if r["failing"] is None else "")
                 ax.annotate(
@@ -437,7 +438,7 @@ def speed_vs_agreement(
             r = mine[0]
             method = r["config"]["method"]
             colour = COLOURS.get(method, "#333333")
-            baseline = method == "none"
+            baseline = method == BASELINE
             ax.plot(
                 [x],
                 [y],
@@ -493,11 +494,11 @@ def accuracy_by_budget(records: list[dict], title: str, meaningless: bool) -> Mp
         mine = [r for r in records if (r["metrics"]["task"], r["metrics"]["metric"]) == (task, metric)]
         for method in _methods(mine):
             rows = [r for r in mine if r["config"]["method"] == method]
-            if method == "none":
+            if method == BASELINE:
                 for r in rows:
                     ax.axhline(
                         r["metrics"]["value"],
-                        color=COLOURS["none"],
+                        color=COLOURS[BASELINE],
                         linestyle="--",
                         linewidth=1.2,
                         label="all tokens (baseline)",

@@ -18,6 +18,7 @@ from workloads.errors import InputError
 from workloads.point import Point
 
 # what keeps datasets and the Hub offline; set before either is imported
+KIND = "accuracy"  # the records this writes (profiler.results.schema.KINDS)
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
@@ -154,7 +155,8 @@ def run_eval(
         lm, error = groups.enter(point)
         if error is not None:  # every point of the model says why
             config = eval_config(point, None, tasks, limit, batch_size)
-            yield _append(output, make_record(run_id, "error", config, {}, None, error_message(error)))
+            record = make_record(run_id, "error", config, {}, None, error_message(error), kind=KIND)
+            yield _append(output, record)
             continue
         hardware = fingerprint(lm.device, None)
         config = eval_config(point, lm, tasks, limit, batch_size)
@@ -184,7 +186,7 @@ def run_eval(
             )
         except Exception as exc:
             yield _append(
-                output, make_record(run_id, "error", config, hardware, None, error_message(exc))
+                output, make_record(run_id, "error", config, hardware, None, error_message(exc), kind=KIND)
             )
             continue
         for task, metric, value, stderr, samples in accuracy_rows(results):
@@ -197,10 +199,10 @@ def run_eval(
                 "samples": samples,
                 "achieved_budget": sum(shares) / len(shares) if shares else None,
             }
-            yield _append(output, make_record(run_id, "ok", {**config, "task": task}, hardware, metrics))
+            record = make_record(run_id, "ok", {**config, "task": task}, hardware, metrics, kind=KIND)
+            yield _append(output, record)
 
 
 def _append(output: Path, record: dict) -> dict:
-    record = {"kind": "accuracy", **record}
     append_record(output, record)
     return record
