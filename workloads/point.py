@@ -17,9 +17,18 @@ ENGINES = ("eager", "compiled")
 SEED_TEXT = "2**63-1"  # torch generators take 64-bit seeds
 
 
-def option(default=MISSING, help: str = "", *, flag: str | None = None, toml: str | None = None,
-           axis: bool = False, bounds: tuple | None = None, unit: str = "", hash: bool = True,
-           factory=MISSING) -> Field:
+def option(
+    default=MISSING,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    toml: str | None = None,
+    axis: bool = False,
+    bounds: tuple | None = None,
+    unit: str = "",
+    hash: bool = True,
+    factory=MISSING,
+) -> Field:
     """A point field with what the command line and the sweep files need to know of it.
 
     flag: the command-line name (None: the field's, dashed); toml: the sweep-file key (None: not in sweep
@@ -46,7 +55,9 @@ class Point:
     params: dict = option(  # noqa: RUF009  (a field with metadata) as asked; defaults fill in on the model
         help="A method parameter NAME=VALUE, repeatable (e.g. --param alpha=0.3 --param l_final=20); "
         "VALUE may be comma-separated to measure each. hired-bench methods lists every parameter.",
-        flag="param", hash=False, factory=dict,
+        flag="param",
+        hash=False,
+        factory=dict,
     )
     fidelity: str = option(
         "paper",
@@ -58,10 +69,12 @@ class Point:
         "auto",
         "Preset (" + ", ".join(PRESETS) + "), a local model folder or a cached Hugging Face id; "
         "comma-separated for several, one after another. auto = llava-next-7b on a GPU, tiny on CPU.",
-        toml="models", axis=True,
+        toml="models",
+        axis=True,
     )
     weights: str = option(
-        "auto", "auto: pretrained if found locally, else random; pretrained; random (real shapes).",
+        "auto",
+        "auto: pretrained if found locally, else random; pretrained; random (real shapes).",
         toml="weights",
     )
     dtype: str = option(
@@ -69,7 +82,8 @@ class Point:
     )
     device: str = option("auto", "auto, cpu, cuda or cuda:N.", toml="device")
     memory_cap: str | None = option(
-        None, "Emulate a smaller GPU: cap PyTorch's memory, e.g. 24GiB (GiB, GB, MiB; no unit = GiB).",
+        None,
+        "Emulate a smaller GPU: cap PyTorch's memory, e.g. 24GiB (GiB, GB, MiB; no unit = GiB).",
         toml="memory_cap",
     )
     batch_size: int = option(
@@ -78,12 +92,19 @@ class Point:
     image_sizes: tuple[tuple[int, int], ...] | None = option(  # (width, height), cycled over the batch
         ((600, 600),),
         "Synthetic image size WIDTHxHEIGHT in pixels; repeat to mix sizes in a batch.",
-        flag="image-size", toml="image_sizes", axis=True, unit="pixels",
+        flag="image-size",
+        toml="image_sizes",
+        axis=True,
+        unit="pixels",
     )
     images: str | None = option(None, "Folder of real images (used in name order, cycled to fill the batch).")
     new_tokens: int = option(
-        15, "New tokens generated per sample (exactly; EOS ignored).", toml="new_tokens", axis=True,
-        bounds=(1, None), unit="tokens",
+        15,
+        "New tokens generated per sample (exactly; EOS ignored).",
+        toml="new_tokens",
+        axis=True,
+        bounds=(1, None),
+        unit="tokens",
     )
     prompt: str = option(DEFAULT_PROMPT, "Question asked about each image.", toml="prompt")
     warmup: int = option(2, "Unmeasured warm-up requests per point.", toml="warmup", bounds=(0, 10_000))
@@ -91,18 +112,24 @@ class Point:
         5, "Measured requests per point (medians reported).", toml="repeats", bounds=(1, 10_000)
     )
     seed: int = option(
-        0, "Seed for random weights, synthetic images and the random method.", toml="seed",
+        0,
+        "Seed for random weights, synthetic images and the random method.",
+        toml="seed",
         bounds=(0, 2**63 - 1),
     )
     engine: str = option(  # "eager": transformers' generate; "compiled": static KV cache + torch.compile
         "eager",
         "eager: transformers' generate as is; compiled: a static KV cache and torch.compile (CUDA "
         "graphs on a GPU), compiled once per point outside the timed requests. Comma-separated for both.",
-        toml="engines", axis=True,
+        toml="engines",
+        axis=True,
     )
     min_duration: float = option(
-        0.0, "Measure until both --repeats requests and this many seconds are reached (MLPerf-style).",
-        toml="min_duration", bounds=(0.0, 3600.0), unit="seconds",
+        0.0,
+        "Measure until both --repeats requests and this many seconds are reached (MLPerf-style).",
+        toml="min_duration",
+        bounds=(0.0, 3600.0),
+        unit="seconds",
     )
     accelerator: str | None = option(  # on a Ray cluster: the GPU type to measure on (Ray's names: "A100")
         None, "On a Ray cluster: the GPU type to measure on.", toml="accelerators", axis=True

@@ -8,7 +8,5 @@ def manifests() -> list:
     from lmms_eval.models.registry_v2 import ModelManifest
 
     return [
-        ModelManifest(
-            model_id="hired_llava_next", simple_class_path="profiler.accuracy.model.HiredLlavaNext"
-        )
+        ModelManifest(model_id="hired_llava_next", simple_class_path="profiler.accuracy.model.HiredLlavaNext")
     ]

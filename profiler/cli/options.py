@@ -303,7 +303,7 @@ def make_inputs(
     if images is not None:
         folder_images(images, batch)
         return Inputs(None, str(images), new_tokens, prompt)
-    sizes = tuple(parse_size(s) for s in image_size or ["600x600"])
+    sizes = tuple(parse_size(s) for s in image_size) if image_size else DEFAULTS["image_sizes"]
     return Inputs(sizes, None, new_tokens, prompt)
 
 

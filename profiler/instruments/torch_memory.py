@@ -50,18 +50,6 @@ def host_peak_rss_gib() -> float | None:
 HOST_PEAK_UNAVAILABLE = "this OS cannot reset a process's peak RSS (/proc/self/clear_refs)"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 def apply_memory_cap(device: torch.device, cap_gib: float) -> float:
     """Let PyTorch's allocator use at most cap_gib on `device`, as on a smaller card; returns the fraction.
 

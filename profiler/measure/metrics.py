@@ -48,12 +48,6 @@ def request_metrics(
     }
 
 
-
-
-
-
-
-
 def agreement(reference_tokens, reference_logits, tokens, logits) -> dict:
     """How closely a request followed the full model's on the same inputs (EffiVLM-Bench's loyalty).
 

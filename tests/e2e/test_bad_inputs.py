@@ -14,10 +14,13 @@ from tests.conftest import TINY, TINY_SWEEP
 
 RUNNER = CliRunner()
 R = "results.jsonl"
-SMALL_SWEEP = TINY_SWEEP + """[[methods]]
+SMALL_SWEEP = (
+    TINY_SWEEP
+    + """[[methods]]
 name = "hired"
 budgets = [0.2]
 """
+)
 
 
 @pytest.fixture(scope="module")

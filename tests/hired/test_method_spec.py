@@ -114,7 +114,9 @@ def test_bad_params_are_refused_with_the_parameter_list(tmp_path, args, message)
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
-SWEEP = TINY_SWEEP + """[[methods]]
+SWEEP = (
+    TINY_SWEEP
+    + """[[methods]]
 name = "hired"
 budgets = [0.2, 0.2]
 alpha = [0.25, 0.75]
@@ -123,6 +125,7 @@ name = "hired"
 budgets = [0.2]
 alpha = 0.25
 """
+)
 
 
 def test_sweep_parameters_are_a_grid_and_duplicates_are_planned_once(tmp_path):
