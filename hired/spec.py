@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from hired.capture import VisionBatch
     from hired.layout import ImageLayout
 
+BASELINE = "none"  # the full-token baseline's method name (hired.methods.baselines.NONE), torch-free
 FIDELITIES = ("paper", "reference")
 STAGES = ("vision", "llm")
 # how a method meets a budget b: exactly round(b * N_full) tokens; the nearest count its geometry

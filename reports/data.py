@@ -163,7 +163,7 @@ def spread(record: dict, metric: str) -> float | None:
 
 
 def peak_memory(record: dict) -> tuple[float | None, str | None]:
-    """(GiB, which figure) a record's peak memory is compared by (defined in profiler.measure.metrics)."""
+    """(GiB, which figure) a record's peak memory is compared by (profiler.results.views.peak_memory_gib)."""
     return peak_memory_gib(record.get("metrics"))
 
 

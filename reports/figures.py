@@ -10,10 +10,10 @@ from matplotlib.figure import Figure as MplFigure  # no pyplot: no global state,
 from matplotlib.ticker import MaxNLocator
 
 from hired.methods import METHODS
+from hired.spec import BASELINE
 from profiler.results.views import median, varying_params
 from reports.data import method_key, method_rank, peak_memory, spread
 from reports.document import Figure
-from reports.sections.common import BASELINE
 from workloads.point import budget_label
 
 COLOURS = {

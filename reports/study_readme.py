@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 
 from hired.methods import METHODS
-from profiler.results.views import PEAK_MEMORY_ORDER, median
+from profiler.results.views import PEAK_MEMORY_ORDER, fmt, median
 from reports.data import Results, load_results, method_key, peak_memory
 from reports.document import Section, Table, to_markdown
 from reports.sections.checks import checks_section
-from reports.sections.common import PEAK_FIGURES, fmt, ratios
+from reports.sections.common import PEAK_FIGURES, ratios
 from workloads.paper import PAPER_NEW_TOKENS, PAPER_REPEATS, PAPER_TABLE4, PAPER_WARMUP
 from workloads.point import budget_label
 

@@ -95,7 +95,6 @@ class Point:
         flag="image-size",
         toml="image_sizes",
         axis=True,
-        unit="pixels",
     )
     images: str | None = option(None, "Folder of real images (used in name order, cycled to fill the batch).")
     new_tokens: int = option(
@@ -104,7 +103,6 @@ class Point:
         toml="new_tokens",
         axis=True,
         bounds=(1, None),
-        unit="tokens",
     )
     prompt: str = option(DEFAULT_PROMPT, "Question asked about each image.", toml="prompt")
     warmup: int = option(2, "Unmeasured warm-up requests per point.", toml="warmup", bounds=(0, 10_000))
@@ -170,9 +168,9 @@ def check_option(name: str, value) -> str | None:
     if bounds is None:
         return None
     low, high = bounds
-    unit = f" {OPTIONS[name].metadata['unit']}" if OPTIONS[name].metadata["unit"] == "seconds" else ""
+    unit = f" {OPTIONS[name].metadata['unit']}" if OPTIONS[name].metadata["unit"] else ""
     if high is None:
-        return None if value >= low else f"must be at least {low:g}, got {value:g}"
+        return None if value >= low else f"must be at least {low:g}{unit}, got {value:g}"
     if not low <= value <= high:  # False for NaN
         top = SEED_TEXT if high == 2**63 - 1 else f"{high:g}"
         return f"must be in {low:g}..{top}{unit}, got {value:g}"

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from hired.capture import VisionBatch
 from hired.layout import ImageLayout, released_candidates
-from hired.spec import Derived, Method, Param, Selection, budget_tokens
+from hired.spec import BASELINE, Derived, Method, Param, Selection, budget_tokens
 
 
 def random_tokens(layout: ImageLayout, n_budget: int, seed: int) -> torch.Tensor:
@@ -82,7 +82,7 @@ def pooled_count(layout: ImageLayout, budget: float | None, fidelity: str, param
 
 
 NONE = Method(
-    name="none",
+    name=BASELINE,
     summary="all visual tokens (the baseline): stock LLaVA-Next; reference: all candidates, no newlines",
     stage="vision",
     reference="Liu et al., LLaVA-NeXT (2024); transformers' LlavaNextForConditionalGeneration",

@@ -66,7 +66,10 @@ def oom_boundary(
     with closing(runner), progress() as bar:
         describe(runner)
         task = bar.add_task("probing", total=None)
-        status = lambda text: bar.update(task, description=text)  # noqa: E731
+
+        def status(text: str) -> None:
+            bar.update(task, description=text)
+
         try:
             rows = find_boundaries(runner, plan.points, max_batch, output, cap_gib, status)
         except WriteFailed as exc:

@@ -125,7 +125,9 @@ def measure(
                 done[0] += 1
                 bar.advance(task)
 
-            loading = lambda point: bar.update(task, description=f"building {point.model}…")  # noqa: E731
+            def loading(point) -> None:
+                bar.update(task, description=f"building {point.model}…")
+
             observer = Observer(loading=loading, opened=opened, point=point, request=request)
             run = run_isolated_points if isolate else run_points
             for record in run(points, output, sweep, new_run_id(), policy, observer=observer):

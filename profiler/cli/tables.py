@@ -12,8 +12,8 @@ from profiler.results.views import (
     agreement_text,
     baselines,
     fmt,
+    median,
     method_label,
-    metric_median,
     peak_memory_gib,
     ratio_text,
     tokens_text,
@@ -61,8 +61,8 @@ def results_table(records: list[dict], title: str) -> Table:
             table.add_row(label, budget, f"[red]{r['status'].upper()}[/] ({len(notes)})", *[""] * 10)
             continue
         m = r["metrics"]
-        ttft, tpot = metric_median(m, "ttft_s"), metric_median(m, "tpot_s")
-        decode, e2e = metric_median(m, "decode_tokens_per_s"), metric_median(m, "e2e_tokens_per_s")
+        ttft, tpot = median(r, "ttft_s"), median(r, "tpot_s")
+        decode, e2e = median(r, "decode_tokens_per_s"), median(r, "e2e_tokens_per_s")
         mem = peak_memory_gib(m)[0]
         base = baseline_of(r)
         b = (base or {}).get("metrics") or {}
@@ -76,8 +76,8 @@ def results_table(records: list[dict], title: str) -> Table:
             fmt(decode, ".1f"),
             fmt(e2e, ".1f"),
             fmt(mem, ".2f"),
-            ratio_text(ttft, metric_median(b, "ttft_s"), invert=True),
-            ratio_text(e2e, metric_median(b, "e2e_tokens_per_s")),
+            ratio_text(ttft, median(base or {}, "ttft_s"), invert=True),
+            ratio_text(e2e, median(base or {}, "e2e_tokens_per_s")),
             ratio_text(mem, peak_memory_gib(b)[0]),
             f"[dim]{agreement_text(r)}[/]" if cfg.get("weights") == "random" else agreement_text(r),
         )

@@ -32,7 +32,7 @@ class ModelGroups:
 
     def enter(self, point: Point) -> tuple[object | None, Exception | None]:
         """(what the point runs on, None), or (None, why its group could not be opened)."""
-        if point.model_group != self.group or (self.opened is None and self.error is None):
+        if point.model_group != self.group:
             self.close()
             self.group = point.model_group
             self.observer.loading(point)
@@ -48,4 +48,4 @@ class ModelGroups:
     def close(self) -> None:
         if self.opened is not None and hasattr(self.opened, "close"):
             self.opened.close()
-        self.opened, self.error = None, None
+        self.group, self.opened, self.error = None, None, None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from profiler.measure.settings import MeasureSettings
 from profiler.orchestrate.groups import ModelGroups, Observer
-from profiler.results.schema import PointConfig
+from profiler.results.schema import PointConfig, cap_gib
 from profiler.results.store import append_record, error_message, make_record, read_records
 from workloads.point import Point
 
@@ -28,12 +28,6 @@ def planned_config(point: Point, sweep: str | None) -> dict:
     return PointConfig.from_point(point, sweep=sweep).to_dict()
 
 
-def _cap_gib(point: Point) -> float | None:
-    from profiler.results.schema import parse_gib
-
-    return None if point.memory_cap is None else parse_gib(point.memory_cap)
-
-
 def open_group_runner(first: Point, run_id: str, observer: Observer | None = None):
     """The runner (its model built) for the model group of `first`."""
     from profiler.measure.session import open_runner
@@ -45,7 +39,7 @@ def open_group_runner(first: Point, run_id: str, observer: Observer | None = Non
         device=first.device,
         seed=first.seed,
         run_id=run_id,
-        memory_cap_gib=_cap_gib(first),
+        memory_cap_gib=cap_gib(first.memory_cap),
     )
     runner.on_request = (observer or Observer()).request
     return runner

@@ -114,7 +114,7 @@ class PointConfig:
             "warmup": point.warmup,
             "repeats": point.repeats,
             # what was asked: a cap that failed to apply is the record's error
-            "memory_cap_gib": None if point.memory_cap is None else parse_gib(point.memory_cap),
+            "memory_cap_gib": cap_gib(point.memory_cap),
             "seed": point.seed,
             "engine": point.engine,
             "min_duration_s": point.min_duration,
@@ -441,3 +441,8 @@ def parse_gib(text: str) -> float:
     if not match or match[2].lower() not in units:
         raise ValueError(f"memory size must look like 24GiB, 24GB or 800MiB, got {text!r}")
     return float(match[1]) * units[match[2].lower()]
+
+
+def cap_gib(memory_cap: str | None) -> float | None:
+    """A point's memory cap (workloads.point.Point.memory_cap) in GiB; None where it has none."""
+    return None if memory_cap is None else parse_gib(memory_cap)

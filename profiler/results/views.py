@@ -8,6 +8,8 @@ import json
 from collections import defaultdict
 from collections.abc import Callable
 
+from hired.spec import BASELINE
+
 
 def varying_params(records: list[dict]) -> list[str]:
     """Per record, 'alpha=0.3 ...' for each method parameter whose value differs among the records of
@@ -26,13 +28,9 @@ def varying_params(records: list[dict]) -> list[str]:
     ]
 
 
-def metric_median(metrics: dict, name: str) -> float | None:
-    stats = metrics.get(name)
-    return stats["median"] if stats else None
-
-
-def fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
-    return "n/a" if value is None else format(value * scale, spec)
+def fmt(value: float | None, spec: str = ".3g", scale: float = 1.0) -> str:
+    """A number as tables write it, 'n/a' for none (an unscaled whole number stays whole)."""
+    return "n/a" if value is None else format(value if scale == 1 else value * scale, spec)
 
 
 def ratio_text(value: float | None, base: float | None, invert: bool = False) -> str:
@@ -74,7 +72,7 @@ def baselines(rows: list[dict]) -> Callable[[dict], dict | None]:
         return (c.get("model"), c.get("batch_size"), c.get("fidelity"), c.get("engine", "eager"))
 
     for r in rows:
-        if r["config"]["method"] == "none" and r["status"] == "ok":
+        if r["config"]["method"] == BASELINE and r["status"] == "ok":
             first.setdefault(key(r), r)
             own.setdefault((*key(r), r.get("run_id")), r)
 
@@ -87,7 +85,7 @@ def baselines(rows: list[dict]) -> Callable[[dict], dict | None]:
 def method_label(record: dict, params: str = "") -> str:
     """A point's method as tables show it: the baseline marked, the parameters telling it apart."""
     c = record["config"]
-    return c["method"] + (" (baseline)" if c["method"] == "none" else "") + (f" {params}" if params else "")
+    return c["method"] + (" (baseline)" if c["method"] == BASELINE else "") + (f" {params}" if params else "")
 
 
 # The one memory figure tables and plots compare: torch max allocated (what the HiRED paper reports),

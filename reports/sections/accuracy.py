@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from profiler.results.views import MEANINGLESS, method_label
+from profiler.results.views import MEANINGLESS, fmt, method_label
 from reports import figures
 from reports.data import Results, machine, method_key
 from reports.document import Section, Table
-from reports.sections.common import fmt
 from workloads.point import budget_label
 
 

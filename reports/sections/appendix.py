@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from profiler.results.views import median
+from profiler.results.views import fmt, median
 from reports.data import Results, image_label, machine, method_key, peak_memory, workload
 from reports.document import Section, Table
-from reports.sections.common import fmt
 from workloads.point import budget_label
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from profiler.results.views import fmt
 from reports import figures
 from reports.data import Results, machine
 from reports.document import Section, Table
-from reports.sections.common import fmt
 from workloads.point import budget_label
 
 

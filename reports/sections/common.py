@@ -1,13 +1,11 @@
-"""What several report sections share: the report's number format, ratios against a baseline, the
-baseline's name, whether weights are random, and what each peak-memory figure is, in words."""
+"""What several report sections share: ratios against a baseline, the baseline's name, whether weights
+are random, and what each peak-memory figure is, in words."""
 
 from __future__ import annotations
 
-from hired.methods import NONE
+from hired.spec import BASELINE
 from profiler.results.views import median
 from reports.data import peak_memory
-
-BASELINE = NONE.name  # the full-token baseline's method
 
 # what each peak-memory figure is, in words (profiler.results.views.PEAK_MEMORY_ORDER picks one per point)
 PEAK_FIGURES = {
@@ -16,12 +14,6 @@ PEAK_FIGURES = {
     "nvml_device": "NVML's peak for the whole card",
     "host_rss": "the measuring process's peak resident set size on the host (no GPU: weights included)",
 }
-
-
-def fmt(value: float | None, spec: str = ".3g") -> str:
-    """A number as the report writes it, 'n/a' for none. Not views.fmt: that one scales, so an int
-    comes out as a float ('4.0' for '', an error for 'd')."""
-    return "n/a" if value is None else format(value, spec)
 
 
 def is_baseline(record: dict) -> bool:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from profiler.results.views import median, ratio_text
+from profiler.results.views import fmt, median, ratio_text
 from reports import figures
 from reports.data import Results, machine, method_rank, workload, workload_title
 from reports.document import Section, Table
-from reports.sections.common import fmt
 from workloads.point import budget_label
 
 

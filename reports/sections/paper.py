@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from profiler.results.views import median
+from profiler.results.views import fmt, median
 from reports.data import Results, image_label, machine, peak_memory
 from reports.document import Section, Table
-from reports.sections.common import fmt, is_baseline
+from reports.sections.common import is_baseline
 from workloads.paper import PAPER_MODELS, PAPER_TABLE4
 
 COLUMNS = [

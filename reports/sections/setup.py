@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from profiler.results.schema import HARDWARE
+from profiler.results.views import fmt
 from reports.data import Results, machine
 from reports.document import Section, Table
-from reports.sections.common import fmt
 from workloads.point import budget_label
 
 
@@ -15,17 +16,7 @@ def setup_section(results: Results) -> Section:
     machines: dict[str, dict] = {}
     for r in results.points:
         machines.setdefault(machine(r), r.get("hardware") or {})
-    keys = [
-        "gpu_memory_gib",
-        "driver",
-        "cuda",
-        "cpu",
-        "ram_gib",
-        "torch",
-        "transformers",
-        "python",
-        "platform",
-    ]
+    keys = [k for k in HARDWARE if k not in ("gpu_name", "cpu_count")]  # the machine column names the GPU
     hardware = Table(
         ["machine", *keys],
         [

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from profiler.results.views import agreement_text, baselines, median, method_label
+from profiler.results.views import agreement_text, baselines, fmt, median, method_label
 from reports import figures
 from reports.data import method_key, peak_memory, spread
 from reports.document import Table
-from reports.sections.common import fmt, random_weights, ratios
+from reports.sections.common import random_weights, ratios
 from workloads.point import budget_label
 
 AGREEMENT_COLUMN = "agreement: 1st token · prefix · KL nats"

@@ -21,11 +21,11 @@ from profiler.bench import checks
 from profiler.bench.checks import CHECKS, NO_GPU, SAMPLER_FLOOR_HZ, Check, check_record, judged
 from profiler.instruments.nvml import SamplerProcess
 from profiler.results.store import append_record
+from profiler.results.views import fmt
 from reports import study as study_mod
 from reports.data import Results, load_results, problem
 from reports.document import Table
 from reports.sections.checks import checks_section
-from reports.sections.common import fmt
 from reports.study import (
     CPU_DEADLINE_S,
     GPU_DEADLINE_S,
