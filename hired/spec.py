@@ -203,7 +203,7 @@ class Method:
     prepare: Prepare | None = None  # changes the pictures before preprocessing (the resize baseline)
     keep: Callable | None = None  # llm stage (hired.llm.LlmKeep): per sample, the visual tokens kept
     needs_anyres: bool = False  # needs LLaVA-Next's sub-images: not for a one-partition model (LLaVA-1.5)
-    engines: tuple[str, ...] = ("eager", "compiled")  # the generation engines it can run on
+    engines: tuple[str, ...] = ("eager", "compiled", "vllm")  # the generation engines it can run on
     engines_why: str = ""  # why not on the others, said when refused
 
     @property

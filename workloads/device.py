@@ -45,7 +45,10 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def resolve_model_name(model: str, device: torch.device) -> str:
+def resolve_model_name(model: str, device: torch.device, engine: str = "eager") -> str:
+    """auto: the 7B on a GPU; on a CPU the tiny preset (for vLLM its twin with wider heads, tiny-vllm)."""
     if model == "auto":
-        return "llava-next-7b" if device.type == "cuda" else "tiny"
+        if device.type == "cuda":
+            return "llava-next-7b"
+        return "tiny-vllm" if engine == "vllm" else "tiny"
     return model

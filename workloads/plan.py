@@ -77,9 +77,14 @@ def expand(entry: MethodEntry) -> list[tuple[str, float | None, str, dict]]:
     return out
 
 
-def why_not(name: str, model: str, anyres: bool, engine: str) -> str | None:
+# vLLM reserves each picture's placeholder tokens when the request is processed, before the encoder runs
+VLLM_COUNTS = "vLLM reserves each picture's placeholders before its encoder runs"
+
+
+def why_not(name: str, model: str, anyres: bool, engine: str, budget: float | None = 1.0) -> str | None:
     """Why a method cannot run for a model on an engine, or None: a method that needs LLaVA-Next's
-    partitions on a one-partition model (LLaVA-1.5), or an engine the method does not support."""
+    partitions on a one-partition model (LLaVA-1.5), an engine the method does not support, or an
+    adaptive budget on vLLM (the count must be known before encoding)."""
     from hired.methods import METHODS
 
     method = METHODS[name]
@@ -87,7 +92,23 @@ def why_not(name: str, model: str, anyres: bool, engine: str) -> str | None:
         return f"{name} needs LLaVA-Next's sub-image partitions; {model} has one partition per image"
     if engine not in method.engines:
         return f"{name} cannot run on the {engine} engine: {method.engines_why}"
+    if engine == "vllm" and budget is None:
+        return f"{name} adaptive cannot run on the vllm engine: {VLLM_COUNTS}; give a numeric budget"
     return None
+
+
+def engine_refusal(engines: tuple[str, ...], fidelities) -> str | None:
+    """What the asked engines cannot do at all, before any method is looked at; None when they can."""
+    if "vllm" not in engines:
+        return None
+    if any(f != "paper" for f in fidelities):
+        return (
+            f"the vllm engine runs paper fidelity only: the released codes' counts depend on what the "
+            f"encoder picks, and {VLLM_COUNTS}"
+        )
+    from hired.vllm_plugin import vllm_missing
+
+    return vllm_missing()
 
 
 def runnable(model: str, engine: str, expanded: list[tuple[bool, tuple]]) -> list[tuple]:
@@ -96,7 +117,7 @@ def runnable(model: str, engine: str, expanded: list[tuple[bool, tuple]]) -> lis
     anyres = has_anyres(model)
     kept = []
     for from_all, method in expanded:
-        why = why_not(method[0], model, anyres, engine)
+        why = why_not(method[0], model, anyres, engine, method[1])
         if why is None:
             kept.append(method)
         elif not from_all:
@@ -145,6 +166,9 @@ def plan_points(
     unknown = [engine for engine in engines if engine not in ENGINES]
     if unknown:
         raise ValueError(f"unknown engine {unknown[0]!r} (use {', '.join(ENGINES)})")
+    refusal = engine_refusal(engines, fidelities)
+    if refusal:
+        raise ValueError(refusal)
     measured = {(m, e): head + runnable(m, e, expanded) for m in models for e in engines}
     planned = sum(map(len, measured.values())) * len(accelerators) * len(inputs) * len(batch_sizes)
     if planned > MAX_POINTS:

@@ -13,7 +13,7 @@ from workloads.presets import DEFAULT_PROMPT, PRESETS
 
 # fields added after 0.1.0, left out of a point's key at these values so older files still match
 LATER_FIELDS = {"images": None, "engine": "eager", "min_duration": 0.0, "accelerator": None}
-ENGINES = ("eager", "compiled")
+ENGINES = ("eager", "compiled", "vllm")
 SEED_TEXT = "2**63-1"  # torch generators take 64-bit seeds
 
 
@@ -118,7 +118,8 @@ class Point:
     engine: str = option(  # "eager": transformers' generate; "compiled": static KV cache + torch.compile
         "eager",
         "eager: transformers' generate as is; compiled: a static KV cache and torch.compile (CUDA "
-        "graphs on a GPU), compiled once per point outside the timed requests. Comma-separated for both.",
+        "graphs on a GPU), compiled once per point outside the timed requests; vllm: vLLM's engine with "
+        "the suite's plugin (the [vllm] extra, docs/engines.md). Comma-separated for several.",
         toml="engines",
         axis=True,
     )
@@ -154,6 +155,12 @@ class Point:
     def model_group(self) -> tuple:
         """Points with the same group share one loaded model."""
         return (self.model, self.weights, self.dtype, self.device, self.memory_cap)
+
+    @property
+    def runner_group(self) -> tuple:
+        """Points with the same runner group are measured by one runner: a model group on transformers'
+        engines, or on vLLM's (whose engines start per method)."""
+        return (*self.model_group, self.engine == "vllm")
 
 
 OPTIONS: dict[str, Field] = {f.name: f for f in fields(Point)}

@@ -239,6 +239,12 @@ PRESETS: dict[str, Preset] = {
         lambda: _llava_next(_tiny_clip(), _llama(64, 128, 4, 4)),  # 4 layers: LLM-stage K in 1..3
         hf_id=None,
     ),
+    "tiny-vllm": Preset(
+        "tiny-vllm",
+        "the tiny preset with 32-wide LLM attention heads (vLLM's CPU attention takes 32 to 512)",
+        lambda: _llava_next(_tiny_clip(), _llama(64, 128, 4, 2)),
+        hf_id=None,
+    ),
     "tiny-mistral": Preset(
         "tiny-mistral",
         "llava-next-mistral-7b's shape at toy widths: grouped-query attention, 4 heads on 2 KV heads",

@@ -128,10 +128,10 @@ def check_model_fits(points, force: bool, generates: bool = True) -> None:
 
     groups: dict[tuple, list] = {}
     for point in points:
-        groups.setdefault(point.model_group, []).append(point)
-    for (model, _weights, dtype_name, device_name, cap), mine in groups.items():
+        groups.setdefault(point.runner_group, []).append(point)
+    for (model, _weights, dtype_name, device_name, cap, vllm), mine in groups.items():
         device = resolve_device(device_name)
-        name = resolve_model_name(model, device)
+        name = resolve_model_name(model, device, "vllm" if vllm else "eager")
         dtype = str(resolve_dtype(dtype_name, device)).removeprefix("torch.")
         config = model_config(name)
         text = prompt_text_tokens(name, mine[0].prompt)
@@ -198,8 +198,11 @@ STEP_FLOOR_S = {
     ("cpu", "compiled"): 0.01,
     ("cuda", "eager"): 0.02,
     ("cuda", "compiled"): 0.006,
+    ("cpu", "vllm"): 0.01,
+    ("cuda", "vllm"): 0.006,
 }
 POINT_OVERHEAD_S = 0.3
+VLLM_START_S = {"cpu": 10.0, "cuda": 60.0}  # an engine per method: weights, profiling, KV cache, CUDA graphs
 GPU_EFFECTIVE_FLOPS = 2e14  # dense half precision an H100/H200 sustains in prefill, roughly
 
 
@@ -227,8 +230,10 @@ def estimate_seconds(points, agreement: bool = True) -> float:
         flops = 2 * matmul * point.batch_size * (visual + point.new_tokens)
         floor = REQUEST_FLOOR_S[device] + point.new_tokens * STEP_FLOOR_S[device, point.engine]
         request_s = max(flops / (rate if device == "cpu" else GPU_EFFECTIVE_FLOPS), floor)
-        requests = point.warmup + point.repeats + (agreement and point.method != "none")
-        total += POINT_OVERHEAD_S + max(requests * request_s, point.min_duration)
+        extra = agreement and point.method != "none" and point.engine != "vllm"  # vLLM's: the last request
+        requests = point.warmup + point.repeats + extra
+        start = VLLM_START_S[device] if point.engine == "vllm" else 0.0
+        total += POINT_OVERHEAD_S + start + max(requests * request_s, point.min_duration)
     return total
 
 

@@ -37,11 +37,17 @@ from workloads.point import Point
 
 
 def aggregate(per_request: list[dict]) -> dict:
-    """Stats objects over the measured requests, per docs/metrics.md."""
-    out = {name: summarize([r[name] for r in per_request]) for name in SCALAR_METRICS}
+    """Stats objects over the measured requests, per docs/metrics.md. A metric measured per sample (a
+    list: vLLM's TTFT and TPOT of each request of a batch) contributes every sample's value."""
+    out = {name: summarize([v for r in per_request for v in _values(r[name])]) for name in SCALAR_METRICS}
     out["itl_s"] = summarize([gap for r in per_request for gap in r["itl_s"]])
-    out["phases_s"] = {phase: summarize([r["phases_s"][phase] for r in per_request]) for phase in PHASES}
+    if all("phases_s" in r for r in per_request):
+        out["phases_s"] = {phase: summarize([r["phases_s"][phase] for r in per_request]) for phase in PHASES}
     return out
+
+
+def _values(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The one loop over model groups: a model is built once for the points that share it (a point's
-`model_group`), and a model that cannot be built fails each of its points, never the run. Local sweeps,
+`runner_group`), and a model that cannot be built fails each of its points, never the run. Local sweeps,
 isolated points, Ray workers and `eval` all go through `ModelGroups`."""
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ class ModelGroups:
 
     def enter(self, point: Point) -> tuple[object | None, Exception | None]:
         """(what the point runs on, None), or (None, why its group could not be opened)."""
-        if point.model_group != self.group:
+        if point.runner_group != self.group:
             self.close()
-            self.group = point.model_group
+            self.group = point.runner_group
             self.observer.loading(point)
             try:
                 self.opened = self.open_group(point)

@@ -277,7 +277,7 @@ def run_on_ray(
     threads = None if use_gpus else cpus_per_point
     pending: dict[str | None, dict[tuple, deque]] = {}
     for point in points:
-        pending.setdefault(point.accelerator, {}).setdefault(point.model_group, deque()).append(point)
+        pending.setdefault(point.accelerator, {}).setdefault(point.runner_group, deque()).append(point)
     slots = [Slot(kind) for kind, n in counts.items() for _ in range(n)]
 
     def start(slot: Slot) -> None:

@@ -209,7 +209,8 @@ POINT_METRICS = {
     "unavailable": MAP("text"),
     "requests": "size",
     "compile_s": "number",
-    "agreement": {"first_token!": "fraction0", "prefix!": STATS, "kl_first!": STATS},
+    # kl_first is null on the vllm engine (no full first-token distribution)
+    "agreement": {"first_token!": "fraction0", "prefix!": STATS, "kl_first": STATS},
 }
 COMMON = {
     "schema_version": "whole",

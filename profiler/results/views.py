@@ -57,7 +57,9 @@ def agreement_text(record: dict) -> str:
     found = (record.get("metrics") or {}).get("agreement")
     if not found:
         return "n/a"
-    return f"{found['first_token']:.2f} · {found['prefix']['mean']:.2f} · {found['kl_first']['mean']:.3f}"
+    kl = found.get("kl_first")
+    kl_text = "n/a" if kl is None else f"{kl['mean']:.3f}"
+    return f"{found['first_token']:.2f} · {found['prefix']['mean']:.2f} · {kl_text}"
 
 
 def baselines(rows: list[dict]) -> Callable[[dict], dict | None]:

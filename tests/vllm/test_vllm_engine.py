@@ -1,0 +1,131 @@
+"""The vllm engine against transformers on the same saved random-weight model (tiny-vllm, float32, CPU):
+the stock model gives the same tokens and first-token log-probabilities, and each vision-stage method
+keeps the very positions, and counts, that `run` keeps with transformers. Needs the [vllm] extra."""
+
+import pytest
+import torch
+
+from tests.conftest import need_extra
+from workloads.images import synthetic_images
+from workloads.point import Point
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+MIXED = [(600, 600), (1000, 300), (336, 1008)]
+METHODS_IN_VLLM = (
+    "hired",
+    "prumerge",
+    "prumerge+",
+    "visionzip",
+    "divprune",
+    "globalcom2",
+    "random",
+    "pool",
+    "resize",
+)
+PROMPT = "What is shown in this image?"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """(transformers model, vLLM folder) of one random-weight tiny-vllm saved as a local folder."""
+    need_extra("vllm")
+    from workloads.folder import model_folder, save_model_folder
+    from workloads.models import load_model
+
+    path = save_model_folder(
+        load_model("tiny-vllm", "random", "float32", "cpu", seed=0), tmp_path_factory.mktemp("tiny-vllm")
+    )
+    return load_model(str(path), "pretrained", "float32", "cpu"), model_folder(str(path), "pretrained")
+
+
+def engine(folder, point, keep_selections=False):
+    from hired.methods import METHODS, method_params
+    from hired.shape import shape_of
+    from profiler.measure.vllm_engine import sequence_tokens, start_engine
+
+    images = synthetic_images(list(point.image_sizes), point.batch_size)
+    params = method_params(METHODS[point.method], shape_of(folder.config), point.params)
+    length = sequence_tokens(folder, point, params, images, PROMPT)
+    device = torch.device("cpu")
+    return (
+        start_engine(folder, point, params, torch.float32, device, 0, length, keep_selections),
+        params,
+        images,
+    )
+
+
+def test_stock_llava_next_in_vllm_equals_transformers_eager(saved):
+    from vllm import SamplingParams
+
+    from profiler.measure.request import generate_tokens, prepare_request
+
+    lm, folder = saved
+    steps = 6
+    for seed in range(20):  # a picture whose greedy choice is clear at every step (top-2 margin > 0.05)
+        image = synthetic_images([(600, 600)], 1, seed=seed)[0]
+        batch = prepare_request(lm, [image], [PROMPT], Point("none"))
+        out = lm.model.generate(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=steps,
+            do_sample=False,
+            eos_token_id=None,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        logits = torch.stack(out.logits, dim=1)[0]
+        top2 = logits.topk(2, dim=-1).values
+        if float((top2[:, 0] - top2[:, 1]).min()) > 0.05:
+            break
+    else:
+        pytest.fail("no picture with a clear greedy choice at every step")
+    eager_tokens = generate_tokens(lm.model, batch, steps)[0].tolist()
+    started, _, _ = engine(folder, Point("none", image_sizes=((600, 600),)))
+    try:
+        sampling = SamplingParams(
+            temperature=0.0, max_tokens=steps, min_tokens=steps, ignore_eos=True, logprobs=5
+        )
+        prompt = {"prompt_token_ids": folder.prompt_ids(PROMPT), "multi_modal_data": {"image": image}}
+        (result,) = started.llm.generate([prompt], sampling, use_tqdm=False)
+    finally:
+        started.close()
+    assert list(result.outputs[0].token_ids) == eager_tokens
+    reference = torch.log_softmax(logits[0].double(), dim=-1)
+    first = result.outputs[0].logprobs[0]
+    for token, logprob in first.items():
+        assert abs(logprob.logprob - float(reference[token])) < 1e-3, token
+    assert len(result.prompt_token_ids) == batch.prompt_tokens[0]
+
+
+@pytest.mark.parametrize("method", METHODS_IN_VLLM)
+def test_each_method_keeps_the_transformers_positions_and_counts_inside_vllm(saved, method):
+    from hired.methods import METHODS, budget_tokens
+    from profiler.measure.request import prepare_request
+    from profiler.measure.vllm_engine import run_batch
+
+    lm, folder = saved
+    point = Point(method, 0.2, batch_size=3, image_sizes=tuple(MIXED))
+    started, params, images = engine(folder, point, keep_selections=True)
+    try:
+        traces = run_batch(started, folder, images, PROMPT, 2)
+        kept_inside = started.llm.apply_model(lambda model: model.selections)[0]
+    finally:
+        started.close()
+    from dataclasses import replace
+
+    batch = prepare_request(lm, images, [PROMPT] * 3, replace(point, params=params))
+    text = len(folder.prompt_ids(PROMPT)) - 1
+    assert [
+        t.visual_tokens for t in traces
+    ] == batch.kept  # vLLM's placeholders: exactly what the method keeps
+    if METHODS[method].budgets["paper"] == ("exact",):
+        assert batch.kept == [budget_tokens(0.2, n) for n in batch.full]
+    assert [t.prompt_tokens for t in traces] == [text + k for k in batch.kept]
+    # the profiling run's dummy picture comes first; the last three are ours, in order
+    ours = kept_inside[-3:]
+    assert [size for size, _ in ours] == [batch.layouts[i].image_size for i in range(3)]
+    for (_, kept), selection in zip(ours, batch.selections, strict=True):
+        if selection.kept is None:  # pooled tokens: no positions to compare, the counts above
+            assert kept is None
+        else:
+            assert kept.tolist() == selection.kept.tolist()
