@@ -46,8 +46,9 @@ class LayerInputs:
 
 # why the compiled engine is refused: its static KV cache has one length for every layer
 LLM_STAGE_NOT_COMPILED = (
-    "it drops tokens inside the LLM, so layers from K on cache fewer tokens than the first K, and the "
-    "compiled engine's static KV cache has one length for every layer; use --engine eager"
+    "it drops tokens inside the LLM, so layers from K on cache fewer tokens than the first K: the "
+    "compiled engine's static KV cache has one length for every layer, and the suite's vLLM plugin acts "
+    "between the vision tower and the LLM only; use --engine eager"
 )
 
 LlmKeep = Callable[[LayerInputs, dict], torch.Tensor]  # (B, L) bool: the visual tokens kept

@@ -166,10 +166,10 @@ def plan_points(
     unknown = [engine for engine in engines if engine not in ENGINES]
     if unknown:
         raise ValueError(f"unknown engine {unknown[0]!r} (use {', '.join(ENGINES)})")
-    refusal = engine_refusal(engines, fidelities)
+    measured = {(m, e): head + runnable(m, e, expanded) for m in models for e in engines}
+    refusal = engine_refusal(engines, fidelities)  # after the methods': those say more
     if refusal:
         raise ValueError(refusal)
-    measured = {(m, e): head + runnable(m, e, expanded) for m in models for e in engines}
     planned = sum(map(len, measured.values())) * len(accelerators) * len(inputs) * len(batch_sizes)
     if planned > MAX_POINTS:
         raise ValueError(

@@ -123,7 +123,10 @@ def start_engine(
         **{k: v for k, v in options.items() if k != "vllm_version"},
     )
     start_s = time.perf_counter() - started
-    cache = llm.llm_engine.vllm_config.cache_config
+    vllm_config = llm.llm_engine.vllm_config
+    options["max_num_batched_tokens"] = vllm_config.scheduler_config.max_num_batched_tokens  # chunked prefill
+    options["kv_cache_dtype"] = vllm_config.cache_config.cache_dtype
+    cache = vllm_config.cache_config
     key = engine_key(point, params, max_model_len)
     concurrency = getattr(cache, "kv_cache_max_concurrency", None)
     return Engine(
@@ -185,9 +188,10 @@ def run_batch(
             seen[output.request_id] = count
             if output.finished:
                 finished[output.request_id] = output
-        for name in names:
-            if name not in finished:
-                held = scheduler.kv_cache_manager.get_block_ids(name)
+        for internal in scheduler.requests:  # vLLM's own ids: ours with a random suffix
+            name = internal.rsplit("-", 1)[0]
+            if name in blocks:
+                held = scheduler.kv_cache_manager.get_block_ids(internal)
                 blocks[name] = max(blocks[name], sum(len(group) for group in held))
     image_id = folder.config.image_token_id
     traces = []

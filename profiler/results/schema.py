@@ -80,7 +80,7 @@ class PointConfig:
     repeats: int = key("size", POINT)
     memory_cap_gib: float | None = key("number", POINT)
     seed: int = key("whole")
-    engine: str = key("text", POINT)  # "eager" | "compiled"
+    engine: str = key("text", POINT)  # "eager" | "compiled" | "vllm"
     min_duration_s: float = key("number", POINT)
     accelerator: str | None = key(None, POINT)  # the GPU type a point asked for on a Ray cluster
     lmms_eval_version: str | None = key(None, ACCURACY)
@@ -88,6 +88,8 @@ class PointConfig:
     boundary_search: bool = key(None, POINT, null=False)  # on each probe of an oom-boundary search
     sweep: str | None = key(None, POINT, null=False)  # the sweep file's name
     task: str | None = key("text", ACCURACY, null=False)  # an accuracy record's task
+    # the vllm engine's start options (hf_overrides with the method, KV and batching settings, its version)
+    engine_options: dict | None = key(MAP("any"), POINT, null=False)  # noqa: RUF009
     extra: dict = field(default_factory=dict)  # keys this suite does not know (a newer writer's), in order
 
     @classmethod
@@ -209,6 +211,15 @@ POINT_METRICS = {
     "unavailable": MAP("text"),
     "requests": "size",
     "compile_s": "number",
+    # the vllm engine's (docs/engines.md): its start-up, and the KV-cache blocks its scheduler held
+    "engine_start_s": "number",
+    "kv_cache": {
+        "block_size": "size",
+        "blocks": ["size"],
+        "num_blocks": "size",
+        "max_model_len": "size",
+        "max_concurrency": "number",
+    },
     # kl_first is null on the vllm engine (no full first-token distribution)
     "agreement": {"first_token!": "fraction0", "prefix!": STATS, "kl_first": STATS},
 }

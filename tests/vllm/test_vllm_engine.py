@@ -129,3 +129,41 @@ def test_each_method_keeps_the_transformers_positions_and_counts_inside_vllm(sav
             assert kept is None
         else:
             assert kept.tolist() == selection.kept.tolist()
+
+
+def test_run_on_the_vllm_engine_writes_whole_records_with_what_only_an_engine_has(tmp_path):
+    need_extra("vllm")
+    import json
+    import math
+
+    from typer.testing import CliRunner
+
+    from profiler.results.schema import problem
+    from reports.cli import app
+
+    out = tmp_path / "r.jsonl"
+    args = ["run", "--engine", "vllm", "--device", "cpu", "--method", "hired", "--budget", "0.2", "--batch", "2"]
+    result = CliRunner().invoke(app, [*args, "--warmup", "0", "--repeats", "2", "--new-tokens", "3", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "model auto -> tiny-vllm" in result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["config"]["method"], r["config"]["engine"], r["status"]) for r in records] == [
+        ("none", "vllm", "ok"),
+        ("hired", "vllm", "ok"),
+    ]
+    for record in records:
+        assert problem(record) is None
+        config, m = record["config"], record["metrics"]
+        overrides = config["engine_options"]["hf_overrides"]["hired_bench"]
+        assert (overrides["method"], overrides["budget"]) == (config["method"], config["budget"])
+        assert len(m["ttft_s"]["values"]) == 2 * 2  # per request: 2 samples x 2 repeats
+        assert len(m["e2e_s"]["values"]) == 2  # per batch
+        kv = m["kv_cache"]
+        for prompt, blocks in zip(config["prompt_tokens"], kv["blocks"], strict=True):
+            assert math.ceil(prompt / kv["block_size"]) <= blocks <= math.ceil((prompt + 3) / kv["block_size"])
+        assert kv["max_model_len"] == max(config["prompt_tokens"]) + 3
+        assert kv["max_concurrency"] == pytest.approx(kv["num_blocks"] / math.ceil(kv["max_model_len"] / kv["block_size"]))
+        assert m["engine_start_s"] > 0 and "phases_s" in m["unavailable"]
+    assert records[1]["metrics"]["visual_tokens"]["kept"] == [576, 576]  # round(0.2 * 2880)
+    assert records[1]["metrics"]["agreement"]["kl_first"] is None
+    assert records[1]["metrics"]["kv_cache"]["blocks"][0] < records[0]["metrics"]["kv_cache"]["blocks"][0]

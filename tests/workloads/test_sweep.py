@@ -451,3 +451,25 @@ def test_mixed_budgets_pair_each_method_only_with_budgets_it_defines(tmp_path):
         (m, "adaptive" if b is None else b) for m, b in pairs
     ]
     assert all(r["largest_batch"] is None for r in rows if r["budget"] == "adaptive")  # weights decide those
+
+
+def test_all_on_the_vllm_engine_passes_over_what_vllm_cannot_run(monkeypatch):
+    import hired.vllm_plugin
+    from workloads.plan import plan_points
+    from workloads.point import Inputs, MethodEntry
+
+    monkeypatch.setattr(hired.vllm_plugin, "vllm_missing", lambda: None)  # planning needs no engine
+    plan = plan_points(
+        [MethodEntry("all", (0.2, None))],
+        models=["tiny"],
+        inputs=[Inputs()],
+        batch_sizes=[1],
+        engines=("eager", "vllm"),
+    )
+    on = {e: {(p.method, p.budget) for p in plan.points if p.engine == e} for e in ("eager", "vllm")}
+    assert {("fastv", 0.2), ("dart", 0.2), ("prumerge", None)} <= on["eager"]
+    # LLM-stage methods and adaptive counts stay on eager; every vision-stage method at 20% and the baseline run
+    assert on["vllm"] == on["eager"] - {("fastv", 0.2), ("dart", 0.2), ("prumerge", None), ("prumerge+", None)}
+    assert ("none", 1.0) in on["vllm"] and ("resize", 0.2) in on["vllm"]
+    # the baseline is planned per engine, and vLLM's points are a runner group of their own
+    assert len({p.runner_group for p in plan.points}) == 2
