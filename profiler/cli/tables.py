@@ -54,7 +54,7 @@ def results_table(records: list[dict], title: str) -> Table:
         if cfg.get("fidelity") == "reference":
             label += " (reference)"
         if len(engines) > 1:
-            label += f" [{cfg.get('engine', 'eager')}]"
+            label += escape(f" [{cfg.get('engine', 'eager')}]")  # not a rich markup tag
         budget = budget_label(cfg["budget"])
         if r["status"] != "ok":
             notes.append(r["error"])

@@ -11,7 +11,12 @@ import torch
 
 from hired.methods import METHODS, method_params
 from hired.shape import shape_of
-from profiler.instruments.torch_memory import reset_torch_peak, torch_peak_gib
+from profiler.instruments.torch_memory import (
+    host_peak_rss_gib,
+    reset_host_peak,
+    reset_torch_peak,
+    torch_peak_gib,
+)
 from profiler.measure.runner import Runner, aggregate, inputs_key, isolation_warnings, variance_warnings
 from profiler.measure.settings import MeasureSettings
 from profiler.measure.stats import summarize
@@ -75,6 +80,7 @@ class VllmRunner(Runner):
                 run_batch(self.engine, folder, workload.images, workload.prompt, workload.new_tokens)
                 self.on_request()
             per_request, torch_peaks, readings, traces = [], [], [], []
+            host_window = reset_host_peak()  # the host peak covers the measured requests only
             begun = self.clock()
             while len(per_request) < settings.repeats or self.clock() - begun < settings.min_duration:
                 reset_torch_peak(self.lm.device)
@@ -103,7 +109,7 @@ class VllmRunner(Runner):
         metrics = aggregate(per_request)
         notes: dict[str, str] = {}
         metrics["peak_memory_gib"] = self._peaks(torch_peaks, readings, notes)
-        metrics["peak_memory_gib"]["host_rss"] = None
+        metrics["peak_memory_gib"]["host_rss"] = host_peak_rss_gib() if host_window else None
         generated = workload.batch_size * workload.new_tokens
         energy = [r.energy[0] / 1e3 for r in readings if r.energy[0] is not None]
         metrics["energy_j"] = {
@@ -124,7 +130,6 @@ class VllmRunner(Runner):
         metrics["unavailable"] = self._unavailable(metrics)
         metrics["unavailable"]["phases_s"] = NO_PHASES
         metrics["unavailable"]["prefill_tokens_per_s"] = NO_PHASES
-        metrics["unavailable"]["peak_memory_gib.host_rss"] = "not sampled on the vllm engine"
         metrics["estimated"] = notes
         metrics["warnings"] = variance_warnings(metrics) + isolation_warnings(readings)
         metrics["requests"] = len(per_request)

@@ -111,11 +111,18 @@ CASES = [
     (["run", *TINY, "--method", "none", "--param", "alpha=0.3"], 2, "none takes no such parameter"),
     # run: the vllm engine (the main venv has no vLLM: make test-vllm runs it in its own)
     (["run", *TINY, "--engine", "vllm"], 2, "--engine vllm needs vLLM, which is not installed: pip install"),
-    (["run", *TINY, "--engine", "vllm", "--method", "prumerge", "--budget", "adaptive"], 2,
-     "prumerge adaptive cannot run on the vllm engine"),
+    (
+        ["run", *TINY, "--engine", "vllm", "--method", "prumerge", "--budget", "adaptive"],
+        2,
+        "prumerge adaptive cannot run on the vllm engine",
+    ),
     (["run", *TINY, "--engine", "vllm", "--method", "fastv"], 2, "fastv cannot run on the vllm engine"),
     (["run", *TINY, "--engine", "vllm", "--method", "dart"], 2, "dart cannot run on the vllm engine"),
-    (["run", *TINY, "--engine", "vllm", "--fidelity", "reference"], 2, "the vllm engine runs paper fidelity only"),
+    (
+        ["run", *TINY, "--engine", "vllm", "--fidelity", "reference"],
+        2,
+        "the vllm engine runs paper fidelity only",
+    ),
     # run: model, weights, device
     (["run", "--model", "no-such-model"], 2, "unknown model 'no-such-model'"),
     (["run", *TINY, "--weights", "pretrained"], 2, "no local weights for tiny"),

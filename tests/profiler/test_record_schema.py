@@ -303,9 +303,10 @@ def test_the_readers_config_types_are_derived_from_point_config():
         ("batch_size", "size"), ("image_sizes", ["pair"]), ("image_source", "text"), ("prompt", "text"),
         ("prompt_tokens", ["size"]), ("new_tokens", "size"), ("warmup", "size"), ("repeats", "size"),
         ("memory_cap_gib", "number"), ("seed", "whole"), ("engine", "text"), ("min_duration_s", "number"),
-        ("point_key", "text"),
+        ("point_key", "text"), ("engine_options", CONFIG["engine_options"]),
     ]  # fmt: skip
     assert isinstance(CONFIG["method_params"], MAP) and CONFIG["method_params"].spec == "any"
+    assert isinstance(CONFIG["engine_options"], MAP) and CONFIG["engine_options"].spec == "any"  # vllm's
     accuracy = KIND_SPECS["accuracy"]["config"]
     assert accuracy == {**CONFIG, "limit": "size", "task": "text", "tasks": ["text"]}
     assert KIND_SPECS["point"]["config"] is CONFIG and KIND_SPECS["oom_boundary"]["config"] is CONFIG

@@ -142,11 +142,30 @@ def test_run_on_the_vllm_engine_writes_whole_records_with_what_only_an_engine_ha
     from reports.cli import app
 
     out = tmp_path / "r.jsonl"
-    args = ["run", "--engine", "vllm", "--device", "cpu", "--method", "hired", "--budget", "0.2", "--batch", "2"]
-    result = CliRunner().invoke(app, [*args, "--warmup", "0", "--repeats", "2", "--new-tokens", "3", "--output", str(out)])
+    args = [
+        "run",
+        "--engine",
+        "eager,vllm",
+        "--device",
+        "cpu",
+        "--method",
+        "hired",
+        "--budget",
+        "0.2",
+        "--batch",
+        "2",
+    ]
+    result = CliRunner().invoke(
+        app, [*args, "--warmup", "0", "--repeats", "2", "--new-tokens", "3", "--output", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "model auto -> tiny-vllm" in result.output
+    assert (
+        "hired [vllm]" in result.output and "hired [eager]" in result.output
+    )  # each beside its own baseline
     records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records[0]["config"]["model"] == "tiny"  # the eager engine's auto model
+    records = [r for r in records if r["config"]["engine"] == "vllm"]
     assert [(r["config"]["method"], r["config"]["engine"], r["status"]) for r in records] == [
         ("none", "vllm", "ok"),
         ("hired", "vllm", "ok"),
@@ -160,9 +179,13 @@ def test_run_on_the_vllm_engine_writes_whole_records_with_what_only_an_engine_ha
         assert len(m["e2e_s"]["values"]) == 2  # per batch
         kv = m["kv_cache"]
         for prompt, blocks in zip(config["prompt_tokens"], kv["blocks"], strict=True):
-            assert math.ceil(prompt / kv["block_size"]) <= blocks <= math.ceil((prompt + 3) / kv["block_size"])
+            assert (
+                math.ceil(prompt / kv["block_size"]) <= blocks <= math.ceil((prompt + 3) / kv["block_size"])
+            )
         assert kv["max_model_len"] == max(config["prompt_tokens"]) + 3
-        assert kv["max_concurrency"] == pytest.approx(kv["num_blocks"] / math.ceil(kv["max_model_len"] / kv["block_size"]))
+        assert kv["max_concurrency"] == pytest.approx(
+            kv["num_blocks"] / math.ceil(kv["max_model_len"] / kv["block_size"])
+        )
         assert m["engine_start_s"] > 0 and "phases_s" in m["unavailable"]
     assert records[1]["metrics"]["visual_tokens"]["kept"] == [576, 576]  # round(0.2 * 2880)
     assert records[1]["metrics"]["agreement"]["kl_first"] is None
