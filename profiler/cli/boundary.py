@@ -48,6 +48,11 @@ def oom_boundary(
     try:
         if max_batch < 1:
             raise InputError(f"--max-batch must be at least 1, got {max_batch}")
+        if "vllm" in policy.engine.split(","):  # vLLM queues what does not fit: no batch runs out of memory
+            raise InputError(
+                "oom-boundary searches transformers' engines; vLLM schedules what fits in its KV cache and "
+                "queues the rest: see metrics.kv_cache.max_concurrency of `run --engine vllm`"
+            )
         cap_gib = setup.checked_cap_gib()
         plan = options.plan_command(setup, choice, inputs.build(), measure=policy)
         check_output(output)

@@ -11,6 +11,7 @@ from reports import figures
 from reports.data import Results, peak_memory, workload, workload_title
 from reports.document import Section
 from reports.sections.common import PEAK_FIGURES, is_baseline, random_weights, ratios
+from reports.sections.kv_cache import kv_cache_table
 from reports.sections.summary import summary_table
 from workloads.point import budget_label
 
@@ -68,6 +69,9 @@ def main_budget(rows: list[dict]):
 
 def workload_section(index: int, key: tuple, rows: list[dict], folder: Path) -> Section:
     section = Section(f"Workload {index}: {workload_title(key)}", [summary_table(rows)])
+    kv = kv_cache_table(rows)
+    if kv is not None:
+        section.parts.append(kv)
     if random_weights(rows) and any((r.get("metrics") or {}).get("agreement") for r in rows):
         section.parts.insert(0, f"Agreement is greyed: {MEANINGLESS}.")
     name = f"w{index}"

@@ -123,6 +123,7 @@ CASES = [
         2,
         "the vllm engine runs paper fidelity only",
     ),
+    (["oom-boundary", *TINY, "--engine", "vllm"], 2, "vLLM schedules what fits in its KV cache"),
     # run: model, weights, device
     (["run", "--model", "no-such-model"], 2, "unknown model 'no-such-model'"),
     (["run", *TINY, "--weights", "pretrained"], 2, "no local weights for tiny"),

@@ -329,3 +329,20 @@ def test_failed_points_without_a_fingerprint_are_no_machine_to_compare(tmp_path)
     results = load_results([path])
     assert len({machine(r) for r in results.points}) == 2
     assert compare_section(results, tmp_path / "figures") is None
+
+
+def test_a_vllm_workload_shows_its_kv_cache_against_the_baseline(tmp_path):
+    """A real `run --engine vllm` (tiny-vllm, CPU, batch 4: none and hired at 20%): the report's KV table
+    holds each request's blocks and vLLM's concurrency, each against the baseline of the same engine."""
+    source = Path(__file__).parents[1] / "fixtures" / "vllm" / "run-b4.jsonl"
+    result = RUNNER.invoke(app, ["report", str(source), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    text = (tmp_path / "report.md").read_text()
+    assert "vllm engine" in text and "| batch | method | budget | KV blocks / request |" in text
+    rows = raw(source)
+    base, hired = (find(rows, m, b, 4)["metrics"]["kv_cache"] for m, b in (("none", 1.0), ("hired", 0.2)))
+    blocks = statistics.median(hired["blocks"]) / statistics.median(base["blocks"])
+    concurrency = hired["max_concurrency"] / base["max_concurrency"]
+    assert f"| 4 | hired | 20% | {statistics.median(hired['blocks']):g} | {blocks:.2f}× |" in text
+    assert f"| {hired['max_concurrency']:.0f} | {concurrency:.2f}× |" in text
+    assert blocks < 0.5 and concurrency > 2  # 20% of the visual tokens: a fraction of the blocks
