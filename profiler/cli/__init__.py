@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from profiler.cli import boundary, env, evaluate, methods, predict, run, selection, sweep
+from profiler.cli import boundary, env, evaluate, methods, predict, run, selection, serve_bench, sweep
 from profiler.cli.common import app, err, fail, say
 
 __all__ = ["app", "err", "fail", "main", "say"]
@@ -21,6 +21,7 @@ app.command("oom-boundary")(boundary.oom_boundary)
 app.command()(predict.predict)
 app.command("eval")(evaluate.evaluate)
 app.command()(methods.methods)
+app.command("serve-bench")(serve_bench.serve_bench)
 
 
 class Interrupted(BaseException):

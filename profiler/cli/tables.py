@@ -86,3 +86,46 @@ def results_table(records: list[dict], title: str) -> Table:
         captions.append(f"[dim]agreement greyed: {MEANINGLESS}[/]")
     table.caption = "\n".join(captions) or None
     return table
+
+
+def serving_table(records: list[dict], title: str) -> Table:
+    """serve-bench's records: one row per (method, budget, rate), in the order measured."""
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    columns = ["method", "budget", "rate\nreq/s", "served\nreq/s", "output\ntok/s", "TTFT p50\nms"]
+    columns += [
+        "TTFT p99\nms",
+        "TPOT p50\nms",
+        "goodput\nreq/s",
+        "failed",
+        "KV peak\nused",
+        "max\nconcurrency",
+    ]
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("method", "budget") else "right")
+    notes = []
+    for r in records:
+        cfg, m = r["config"], r.get("metrics") or {}
+        head = [cfg["method"], budget_label(cfg["budget"]), str(cfg["request_rate"])]
+        if r["status"] != "ok":
+            notes.append(r["error"].splitlines()[0])
+            table.add_row(*head, f"[red]{r['status'].upper()}[/] ({len(notes)})", *[""] * 8)
+            continue
+        kv = m.get("kv_cache") or {}
+
+        def ms(name: str, stat: str, m=m) -> str:
+            return fmt((m.get(name) or {}).get(stat), scale=1e3)
+
+        table.add_row(
+            *head,
+            fmt(m["request_throughput_per_s"]),
+            fmt(m["output_tokens_per_s"]),
+            ms("ttft_s", "median"),
+            ms("ttft_s", "p99"),
+            ms("tpot_s", "median"),
+            fmt(m.get("goodput_requests_per_s")),
+            str(m["failed_requests"]),
+            "n/a" if kv.get("peak_usage") is None else f"{kv['peak_usage']:.1%}",
+            fmt(kv.get("max_concurrency"), ",.0f"),
+        )
+    table.caption = "\n".join(f"({i}) {escape(note)}" for i, note in enumerate(notes, 1))
+    return table

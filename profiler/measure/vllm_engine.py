@@ -41,8 +41,9 @@ class Engine:
     options: dict  # what it was started with (the record's config.engine_options)
     block_size: int
     num_blocks: int
-    max_model_len: int
-    max_concurrency: float | None  # vLLM's figure for max_model_len tokens per request
+
+    def max_concurrency(self, tokens: int) -> float:
+        return max_concurrency(self.num_blocks, self.block_size, tokens)
 
     def close(self) -> None:
         from vllm.distributed import cleanup_dist_env_and_memory
@@ -52,6 +53,12 @@ class Engine:
         del engine
         gc.collect()
         cleanup_dist_env_and_memory()
+
+
+def max_concurrency(num_blocks: int, block_size: int, tokens: int) -> float:
+    """Requests of `tokens` tokens a cache of `num_blocks` holds at once: vLLM's own formula (its start-up
+    log's "maximum concurrency"; one full-attention group: blocks / blocks per request) at that length."""
+    return num_blocks / -(-tokens // block_size)
 
 
 def _distribution() -> str:
@@ -66,8 +73,7 @@ def _distribution() -> str:
 
 
 def sequence_tokens(folder: ModelFolder, point: Point, params: dict, images: list, prompt: str) -> int:
-    """The longest request's tokens (text, kept visual, new): the engine's max_model_len, so that vLLM's
-    maximum concurrency is the point's."""
+    """The longest request's tokens: text, kept visual tokens and new tokens."""
     text = len(folder.prompt_ids(prompt)) - 1
     counts = [
         expected_tokens(
@@ -89,11 +95,11 @@ def start_engine(
     dtype: torch.dtype,
     device: torch.device,
     seed: int,
-    max_model_len: int,
     keep_selections: bool = False,
 ) -> Engine:
     """An engine whose model runs the point's method; the start-up is timed (keep_selections: for tests,
-    the model keeps each picture's kept positions)."""
+    the model keeps each picture's kept positions). Every other setting is vLLM's default for the model,
+    the same for every method: the context, the batch limits and chunked prefill's token budget."""
     for name, value in IN_PROCESS.items():
         os.environ[name] = value
     if device.type == "cpu":
@@ -103,8 +109,6 @@ def start_engine(
 
     options = {
         "hf_overrides": engine_overrides(point.method, point.budget, point.fidelity, params, keep_selections),
-        "max_model_len": max_model_len,
-        "max_num_seqs": max(point.batch_size, 1),
         "enable_prefix_caching": False,  # every repeat computes its prompt, as the other engines do
         "mm_processor_cache_gb": 0,  # and preprocesses its pictures
         "limit_mm_per_prompt": {"image": 1},
@@ -124,26 +128,20 @@ def start_engine(
     )
     start_s = time.perf_counter() - started
     vllm_config = llm.llm_engine.vllm_config
-    options["max_num_batched_tokens"] = vllm_config.scheduler_config.max_num_batched_tokens  # chunked prefill
-    options["kv_cache_dtype"] = vllm_config.cache_config.cache_dtype
+    scheduler = vllm_config.scheduler_config
+    options.update(  # what vLLM chose for this model and machine
+        max_model_len=vllm_config.model_config.max_model_len,
+        max_num_seqs=scheduler.max_num_seqs,
+        max_num_batched_tokens=scheduler.max_num_batched_tokens,  # chunked prefill's budget per step
+        kv_cache_dtype=vllm_config.cache_config.cache_dtype,
+    )
     cache = vllm_config.cache_config
-    key = engine_key(point, params, max_model_len)
-    concurrency = getattr(cache, "kv_cache_max_concurrency", None)
-    return Engine(
-        llm, key, start_s, options, cache.block_size, cache.num_gpu_blocks, max_model_len, concurrency
-    )
+    return Engine(llm, engine_key(point, params), start_s, options, cache.block_size, cache.num_gpu_blocks)
 
 
-def engine_key(point: Point, params: dict, max_model_len: int) -> tuple:
-    """What an engine is started for: a point with the same key reuses it."""
-    return (
-        point.method,
-        point.budget,
-        point.fidelity,
-        tuple(sorted(params.items())),
-        max_model_len,
-        point.batch_size,
-    )
+def engine_key(point: Point, params: dict) -> tuple:
+    """What an engine is started for: a point with the same key reuses it (other batch sizes, inputs)."""
+    return (point.method, point.budget, point.fidelity, tuple(sorted(params.items())))
 
 
 @dataclass

@@ -119,12 +119,13 @@ class VllmRunner(Runner):
         metrics["energy_method"] = next((r.energy[1] for r in readings if r.energy[0] is not None), None)
         metrics["nvml_sample_hz"] = summarize([r.hz for r in readings])
         metrics["visual_tokens"] = self._visual_tokens(workload, traces)
+        length = sequence_tokens(self.lm.folder, point, point.params, workload.images, workload.prompt)
         metrics["kv_cache"] = {
             "block_size": self.engine.block_size,
             "blocks": [t.kv_blocks for t in traces],
             "num_blocks": self.engine.num_blocks,
-            "max_model_len": self.engine.max_model_len,
-            "max_concurrency": self.engine.max_concurrency,
+            "sequence_tokens": length,
+            "max_concurrency": self.engine.max_concurrency(length),
         }
         metrics["engine_start_s"] = started
         metrics["unavailable"] = self._unavailable(metrics)
@@ -142,12 +143,10 @@ class VllmRunner(Runner):
 
     def _engine_for(self, point: Point, params: dict, workload: Workload, seed: int) -> float | None:
         """Start the point's engine unless the one running serves it; its start-up time, or None if reused."""
-        folder = self.lm.folder
-        length = sequence_tokens(folder, point, params, workload.images, workload.prompt)
-        if self.engine is not None and self.engine.key == engine_key(point, params, length):
+        if self.engine is not None and self.engine.key == engine_key(point, params):
             return None
         self._close_engine()
-        self.engine = start_engine(folder, point, params, self.lm.dtype, self.lm.device, seed, length)
+        self.engine = start_engine(self.lm.folder, point, params, self.lm.dtype, self.lm.device, seed)
         return self.engine.start_s
 
     def _visual_tokens(self, workload: Workload, traces: list[RequestTrace]) -> dict:

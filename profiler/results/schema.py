@@ -17,7 +17,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1  # what every writer stamps (profiler.results.store); a reader refuses a newer one
 STATUSES = ("ok", "oom", "error")
-KINDS = ("point", "oom_boundary", "prediction", "accuracy", "instrument_check")
+KINDS = ("point", "oom_boundary", "prediction", "accuracy", "instrument_check", "serving")
 VERDICTS = ("pass", "fail", "n/a", "error")  # an instrument check's outcome (profiler.bench.checks)
 SIZE_LIMIT = 1 << 20  # "size": batch sizes, token counts, pixels; anything larger is no measurement made here
 DEPTH_LIMIT = 32  # nesting inside a free-form field (method_params); real values are flat
@@ -89,7 +89,14 @@ class PointConfig:
     sweep: str | None = key(None, POINT, null=False)  # the sweep file's name
     task: str | None = key("text", ACCURACY, null=False)  # an accuracy record's task
     # the vllm engine's start options (hf_overrides with the method, KV and batching settings, its version)
-    engine_options: dict | None = key(MAP("any"), POINT, null=False)  # noqa: RUF009
+    engine_options: dict | None = key(MAP("any"), (*POINT, "serving"), null=False)  # noqa: RUF009
+    # a serving record's load (hired-bench serve-bench): the request rate (requests/s; "inf": all at once),
+    # the requests sent at it, the client's concurrency limit (null: none), the TTFT SLO of goodput
+    request_rate: float | str = key(("number", "text"), ("serving",), null=False)
+    requests: int = key("size", ("serving",), null=False)
+    concurrency: int | None = key("size", ("serving",), null=False)
+    slo_ttft_ms: float | None = key("number", ("serving",), null=False)
+    serving_key: str = key("text", ("serving",), null=False)  # the (point, load) --resume matches
     extra: dict = field(default_factory=dict)  # keys this suite does not know (a newer writer's), in order
 
     @classmethod
@@ -167,6 +174,14 @@ CONFIG = {
     for f in CONFIG_FIELDS
     if f.metadata["spec"] is not None and "point" in f.metadata["kinds"]
 }
+SERVING_CONFIG = {
+    **CONFIG,
+    **{
+        f.name: f.metadata["spec"]
+        for f in CONFIG_FIELDS
+        if f.metadata["spec"] and f.metadata["kinds"] == ("serving",)
+    },
+}
 ACCURACY_CONFIG = {
     **CONFIG,
     **{
@@ -217,7 +232,7 @@ POINT_METRICS = {
         "block_size": "size",
         "blocks": ["size"],
         "num_blocks": "size",
-        "max_model_len": "size",
+        "sequence_tokens": "size",
         "max_concurrency": "number",
     },
     # kl_first is null on the vllm engine (no full first-token distribution)
@@ -272,6 +287,36 @@ KIND_SPECS = {
             "achieved_budget": "number",
         },
     },
+    # one per (method, budget, rate) of serve-bench (docs/metrics.md, Serving)
+    "serving": {
+        **COMMON,
+        "config": SERVING_CONFIG,
+        "metrics": {
+            "duration_s": "number",
+            "completed_requests": "size",
+            "failed_requests": "size",
+            "request_throughput_per_s": "number",
+            "output_tokens_per_s": "number",
+            "goodput_requests_per_s": "number",
+            "slo_ttft_ms": "number",
+            "ttft_s": STATS,
+            "tpot_s": STATS,
+            "itl_s": STATS,
+            "e2e_s": STATS,
+            "output_tokens": STATS,
+            "max_concurrent_requests": "size",
+            "errors": ["text"],
+            "server_start_s": "number",
+            "kv_cache": {
+                "block_size": "size",
+                "num_blocks": "size",
+                "sequence_tokens": "size",
+                "max_concurrency": "number",
+                "peak_usage": "fraction0",
+            },
+            "visual_tokens": {"full": ["size"], "kept": ["size"]},
+        },
+    },
     "instrument_check": {
         **COMMON,
         "check": "text",
@@ -295,6 +340,7 @@ REQUIRED = {
     "prediction": ("model", "dtype", "method", "budget", "budget_label", "memory_gib"),
     "accuracy": ("config.model", "config.weights", "config.method", "config.budget"),
     "instrument_check": ("check", "verdict"),
+    "serving": (*POINT_KEYS, "config.fidelity", "config.request_rate"),
 }
 
 

@@ -81,10 +81,10 @@ def make_record(
     outputs: list[list[int]] | None = None,
     kind: str = "point",
 ) -> dict:
-    """A point, oom_boundary or accuracy record; `config` is a PointConfig's to_dict(). A point record
-    carries no `kind` (the first files had none); the other kinds carry it first."""
+    """A point, oom_boundary, accuracy or serving record; `config` is a PointConfig's to_dict(). A point
+    record carries no `kind` (the first files had none); the other kinds carry it first."""
     assert status in STATUSES, status
-    assert kind in ("point", "oom_boundary", "accuracy"), kind
+    assert kind in ("point", "oom_boundary", "accuracy", "serving"), kind
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,

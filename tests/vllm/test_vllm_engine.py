@@ -41,14 +41,13 @@ def saved(tmp_path_factory):
 def engine(folder, point, keep_selections=False):
     from hired.methods import METHODS, method_params
     from hired.shape import shape_of
-    from profiler.measure.vllm_engine import sequence_tokens, start_engine
+    from profiler.measure.vllm_engine import start_engine
 
     images = synthetic_images(list(point.image_sizes), point.batch_size)
     params = method_params(METHODS[point.method], shape_of(folder.config), point.params)
-    length = sequence_tokens(folder, point, params, images, PROMPT)
     device = torch.device("cpu")
     return (
-        start_engine(folder, point, params, torch.float32, device, 0, length, keep_selections),
+        start_engine(folder, point, params, torch.float32, device, 0, keep_selections),
         params,
         images,
     )
@@ -166,6 +165,7 @@ def test_run_on_the_vllm_engine_writes_whole_records_with_what_only_an_engine_ha
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert records[0]["config"]["model"] == "tiny"  # the eager engine's auto model
     records = [r for r in records if r["config"]["engine"] == "vllm"]
+    budget = records[0]["config"]["engine_options"]["max_num_batched_tokens"]
     assert [(r["config"]["method"], r["config"]["engine"], r["status"]) for r in records] == [
         ("none", "vllm", "ok"),
         ("hired", "vllm", "ok"),
@@ -173,7 +173,10 @@ def test_run_on_the_vllm_engine_writes_whole_records_with_what_only_an_engine_ha
     for record in records:
         assert problem(record) is None
         config, m = record["config"], record["metrics"]
-        overrides = config["engine_options"]["hf_overrides"]["hired_bench"]
+        options = config["engine_options"]
+        overrides = options["hf_overrides"]["hired_bench"]
+        # vLLM's defaults, the same for every method (the method changes the prompts, not the engine)
+        assert options["max_model_len"] == 4096 and options["max_num_batched_tokens"] == budget
         assert (overrides["method"], overrides["budget"]) == (config["method"], config["budget"])
         assert len(m["ttft_s"]["values"]) == 2 * 2  # per request: 2 samples x 2 repeats
         assert len(m["e2e_s"]["values"]) == 2  # per batch
@@ -182,9 +185,9 @@ def test_run_on_the_vllm_engine_writes_whole_records_with_what_only_an_engine_ha
             assert (
                 math.ceil(prompt / kv["block_size"]) <= blocks <= math.ceil((prompt + 3) / kv["block_size"])
             )
-        assert kv["max_model_len"] == max(config["prompt_tokens"]) + 3
+        assert kv["sequence_tokens"] == max(config["prompt_tokens"]) + 3
         assert kv["max_concurrency"] == pytest.approx(
-            kv["num_blocks"] / math.ceil(kv["max_model_len"] / kv["block_size"])
+            kv["num_blocks"] / math.ceil(kv["sequence_tokens"] / kv["block_size"])
         )
         assert m["engine_start_s"] > 0 and "phases_s" in m["unavailable"]
     assert records[1]["metrics"]["visual_tokens"]["kept"] == [576, 576]  # round(0.2 * 2880)
