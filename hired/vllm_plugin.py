@@ -14,7 +14,9 @@ CONFIG_KEY = "hired_bench"  # the hf_config attribute that carries a point's met
 def vllm_missing() -> str | None:
     """Why the vllm engine cannot run here (one line), or None; imports nothing."""
     if importlib.util.find_spec("vllm") is None:
-        return f"--engine vllm needs vLLM, which is not installed: {INSTALL_HINT}"
+        return (
+            f"the vllm engine (--engine vllm, serve-bench) needs vLLM, which is not installed: {INSTALL_HINT}"
+        )
     return None
 
 

@@ -63,11 +63,12 @@ def pending(points: list[Point], load: Load, output: Path, resume: bool) -> list
     return out
 
 
-def chat_template(template: str) -> str:
+def chat_template(template: str, bos: bool) -> str:
     """A preset's prompt template as a chat template: vLLM writes the image placeholder and a newline
-    before the question in the user message ("<image>\\n" + question), as the template has them."""
+    before the question in the user message ("<image>\\n" + question), as the template has them. vLLM
+    tokenizes a chat prompt without special tokens: `bos` writes the BOS the suite's prompts start with."""
     before, after = template.split("<image>\n{prompt}")
-    return before + "{{ messages[-1]['content'] }}" + after
+    return ("{{ bos_token }}" if bos else "") + before + "{{ messages[-1]['content'] }}" + after
 
 
 def server_options(folder, dtype: str, device: str, seed: int, template_file: Path | None) -> dict:
@@ -138,10 +139,11 @@ def run_serving(
     from transformers import AutoTokenizer
 
     template_file = None
+    tokenizer = AutoTokenizer.from_pretrained(folder.path)
     if folder.weights == "random":  # a preset's folder has no chat template: its prompt template is one
         template_file = folder.path / "hired_bench_chat_template.jinja"
-        template_file.write_text(chat_template(folder.template))
-    tokenizer = AutoTokenizer.from_pretrained(folder.path)
+        bos = folder.prompt_ids("")[:1] == [tokenizer.bos_token_id]
+        template_file.write_text(chat_template(folder.template, bos))
     env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)}
     options = server_options(folder, dtype, device, load.seed, template_file)
     for point, rates in points:

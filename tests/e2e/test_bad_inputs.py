@@ -110,7 +110,7 @@ CASES = [
     (["run", *TINY, "--method", "all", "--param", "colour=1"], 2, "no method measured takes"),
     (["run", *TINY, "--method", "none", "--param", "alpha=0.3"], 2, "none takes no such parameter"),
     # run: the vllm engine (the main venv has no vLLM: make test-vllm runs it in its own)
-    (["run", *TINY, "--engine", "vllm"], 2, "--engine vllm needs vLLM, which is not installed: pip install"),
+    (["run", *TINY, "--engine", "vllm"], 2, "needs vLLM, which is not installed: pip install"),
     (
         ["run", *TINY, "--engine", "vllm", "--method", "prumerge", "--budget", "adaptive"],
         2,
@@ -124,6 +124,25 @@ CASES = [
         "the vllm engine runs paper fidelity only",
     ),
     (["oom-boundary", *TINY, "--engine", "vllm"], 2, "vLLM schedules what fits in its KV cache"),
+    # serve-bench: its load, and what vLLM cannot serve (before any server starts)
+    (["serve-bench", *TINY, "--rate", "0"], 2, "--rate must be above 0 requests per second"),
+    (["serve-bench", *TINY, "--rate", "-2"], 2, "--rate must be above 0 requests per second"),
+    (["serve-bench", *TINY, "--rate", "nan"], 2, "--rate must be above 0 requests per second"),
+    (
+        ["serve-bench", *TINY, "--rate", "1,fast"],
+        2,
+        "--rate must be requests per second (or inf), got 'fast'",
+    ),
+    (["serve-bench", *TINY, "--requests", "0"], 2, "--requests must be at least 1"),
+    (["serve-bench", *TINY, "--concurrency", "0"], 2, "--concurrency must be at least 1"),
+    (["serve-bench", *TINY, "--slo-ttft-ms", "-5"], 2, "--slo-ttft-ms must be above 0"),
+    (["serve-bench", *TINY, "--method", "fastv"], 2, "fastv cannot run on the vllm engine"),
+    (
+        ["serve-bench", *TINY, "--method", "prumerge", "--budget", "adaptive"],
+        2,
+        "cannot run on the vllm engine",
+    ),
+    (["serve-bench", *TINY], 2, "(--engine vllm, serve-bench) needs vLLM, which is not installed"),
     # run: model, weights, device
     (["run", "--model", "no-such-model"], 2, "unknown model 'no-such-model'"),
     (["run", *TINY, "--weights", "pretrained"], 2, "no local weights for tiny"),
