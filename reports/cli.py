@@ -25,13 +25,25 @@ def _load(results: list[Path], out: Path):
         raise fail(f"results not found: {exc}") from None
     if not loaded.files:
         raise fail(f"no .jsonl result files in {', '.join(map(str, results))}")
-    if not (loaded.points or loaded.boundaries or loaded.predictions or loaded.accuracy or loaded.checks):
+    kinds = (
+        loaded.points,
+        loaded.boundaries,
+        loaded.predictions,
+        loaded.accuracy,
+        loaded.checks,
+        loaded.serving,
+    )
+    if not any(kinds):
         reasons = ", ".join(sorted({why for _, why in loaded.skipped}))
         skipped = f" ({loaded.skipped_lines} line(s) skipped: {reasons})" if loaded.skipped else ""
         raise fail(f"no usable result records in {', '.join(map(str, loaded.files))}{skipped}")
     for (path, why), n in sorted(loaded.skipped.items()):
         say(f"skipped {n} line(s) of {path}: {why}")
     return loaded
+
+
+def serving_count(loaded) -> str:
+    return f" and {len(loaded.serving)} serving records" if loaded.serving else ""
 
 
 def cannot_write(out: Path, exc: OSError) -> typer.Exit:
@@ -65,8 +77,8 @@ def report(
             raise cannot_write(out, exc) from None
     figures = sorted((out / "figures").glob("*.png"))
     say(
-        f"{len(loaded.points)} points from {len(loaded.files)} file(s) -> {markdown}, {page} "
-        f"and {len(figures)} figures (PNG + SVG) in {out / 'figures'}"
+        f"{len(loaded.points)} points{serving_count(loaded)} from {len(loaded.files)} file(s) -> {markdown}, "
+        f"{page} and {len(figures)} figures (PNG + SVG) in {out / 'figures'}"
     )
 
 

@@ -23,6 +23,7 @@ class Results:
     predictions: list[dict] = field(default_factory=list)  # "kind": "prediction"
     accuracy: list[dict] = field(default_factory=list)  # "kind": "accuracy" (lmms-eval task metrics)
     checks: list[dict] = field(default_factory=list)  # "kind": "instrument_check" (profiler.bench.checks)
+    serving: list[dict] = field(default_factory=list)  # "kind": "serving" (serve-bench, one per rate)
     files: list[Path] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)  # (file, reason) -> lines not used
     duplicates: int = 0  # identical records read more than once (a file named twice, a folder and a file)
@@ -34,7 +35,7 @@ class Results:
 
     @property
     def suite_versions(self) -> Counter:
-        return Counter(r.get("suite_version") or "unknown" for r in self.points)
+        return Counter(r.get("suite_version") or "unknown" for r in [*self.points, *self.serving])
 
 
 def result_files(paths: list[Path]) -> list[Path]:
@@ -101,6 +102,7 @@ def load_results(paths: list[Path]) -> Results:
         "prediction": results.predictions,
         "accuracy": results.accuracy,
         "instrument_check": results.checks,
+        "serving": results.serving,
     }
     for _, record in kept.values():
         target.get(record.get("kind", "point"), results.points).append(record)
@@ -109,9 +111,12 @@ def load_results(paths: list[Path]) -> Results:
 
 def identity(record: dict, digest: bytes) -> tuple:
     """What makes two records the same measurement: a point's key on one machine; else the line itself."""
-    key = (record.get("config") or {}).get("point_key")
+    config = record.get("config") or {}
+    key = config.get("point_key")
     if record.get("kind", "point") == "point" and isinstance(key, str):
         return ("point", key, machine(record))
+    if record.get("kind") == "serving" and isinstance(config.get("serving_key"), str):
+        return ("serving", config["serving_key"], machine(record))
     return ("line", digest)
 
 

@@ -536,3 +536,50 @@ def accuracy_by_budget(records: list[dict], title: str, meaningless: bool) -> Mp
     fig.suptitle(title, fontsize=10)
     _legend(fig, axes)
     return fig
+
+
+SERVING_PANELS = (
+    ("ttft_s", "p99", 1e3, "TTFT p99 (ms)"),
+    ("output_tokens_per_s", None, 1.0, "output tokens/s"),
+)
+
+
+def rate_positions(records: list[dict]) -> dict:
+    """x of each request rate: its value; "inf" (every request at once) one step right of the largest."""
+    finite = sorted({r["config"]["request_rate"] for r in records} - {"inf"})
+    top = finite[-1] * 2 if finite else 1.0
+    return {**{rate: rate for rate in finite}, "inf": top}
+
+
+def by_rate(records: list[dict], title: str) -> MplFigure:
+    """serve-bench: TTFT p99 and output tokens/s against the request rate; one line per method and budget
+    (the baseline dashed), failed rates crossed."""
+    positions = rate_positions(records)
+    fig, axes = _figure(len(SERVING_PANELS), width=5.0)
+    groups = by_setting(records)
+    for ax, (metric, stat, scale, label) in zip(axes, SERVING_PANELS, strict=True):
+        for name, rows in groups.items():
+            method = rows[0]["config"]["method"]
+            xs, ys = [], []
+            for r in sorted(rows, key=lambda r: positions[r["config"]["request_rate"]]):
+                x = positions[r["config"]["request_rate"]]
+                found = (r.get("metrics") or {}).get(metric) if r["status"] == "ok" else None
+                y = found.get(stat) if isinstance(found, dict) else found
+                if y is None:
+                    _mark_failure(ax, x, r["status"] if r["status"] != "ok" else "n/a")
+                else:
+                    xs.append(x)
+                    ys.append(y * scale)
+            style = {"linestyle": "--"} if method == BASELINE else {}
+            ax.plot(xs, ys, marker="o", markersize=5, color=COLOURS.get(method), label=name, **style)
+        ax.set_xscale("log", base=2)
+        ticks = sorted(positions.values())
+        names = {x: ("all at once" if rate == "inf" else f"{rate:g}") for rate, x in positions.items()}
+        ax.set_xticks(ticks, [names[x] for x in ticks], fontsize=8)
+        ax.minorticks_off()
+        ax.set_xlabel("request rate (requests/s, Poisson arrivals)")
+        ax.set_ylabel(label)
+        _from_zero(ax)
+    fig.suptitle(title, fontsize=10)
+    _legend(fig, axes)
+    return fig

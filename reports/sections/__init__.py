@@ -16,6 +16,7 @@ from reports.sections.checks import checks_section
 from reports.sections.compare import compare_section
 from reports.sections.headlines import headlines_section
 from reports.sections.paper import paper_section
+from reports.sections.serving import serving_sections
 from reports.sections.setup import setup_section
 from reports.sections.workload import grouped, workload_section
 
@@ -29,6 +30,7 @@ def build_report(results: Results, out: Path, title: str = "hired-bench report")
     sections.append(setup_section(results))
     for i, (key, rows) in enumerate(workloads, 1):
         sections.append(workload_section(i, key, rows, folder))
+    sections += serving_sections(results, folder)
     sections += [
         s
         for s in (

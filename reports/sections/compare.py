@@ -9,6 +9,7 @@ from profiler.results.views import fmt, median, ratio_text
 from reports import figures
 from reports.data import Results, machine, method_rank, workload, workload_title
 from reports.document import Section, Table
+from reports.sections.serving import serving_compare
 from workloads.point import budget_label
 
 
@@ -20,7 +21,7 @@ def point_id(record: dict) -> tuple:
 def compare_section(results: Results, folder: Path, title: str = "Hardware comparison") -> Section | None:
     """The same workloads on several machines: ratio tables and grouped bars, keyed by GPU (and cap).
     A machine with no point measured (every one failed) has nothing to compare."""
-    machines = sorted({machine(r) for r in results.points if r["status"] == "ok"})
+    machines = sorted({machine(r) for r in [*results.points, *results.serving] if r["status"] == "ok"})
     if len(machines) < 2:
         return None
     shared: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -69,4 +70,5 @@ def compare_section(results: Results, folder: Path, title: str = "Hardware compa
                     f"{figures.METRICS[metric]} on each machine · {label}",
                 )
             )
+    section.parts += serving_compare(results)
     return section if len(section.parts) > 1 else None

@@ -14,7 +14,7 @@ from workloads.point import budget_label
 
 def setup_section(results: Results) -> Section:
     machines: dict[str, dict] = {}
-    for r in results.points:
+    for r in [*results.points, *results.serving]:
         machines.setdefault(machine(r), r.get("hardware") or {})
     keys = [k for k in HARDWARE if k not in ("gpu_name", "cpu_count")]  # the machine column names the GPU
     hardware = Table(
@@ -34,14 +34,15 @@ def setup_section(results: Results) -> Section:
         "hardware fingerprints",
     )
     statuses = Counter(r["status"] for r in results.points)
-    weights = Counter(r["config"].get("weights") for r in results.points)
+    weights = Counter(r["config"].get("weights") for r in [*results.points, *results.serving])
     parts = [
         f"Files read: {', '.join(str(f) for f in results.files)}.",
         f"Points: {len(results.points)} ({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))}); "
         f"OOM-boundary searches: {len(results.boundaries)}; predictions: {len(results.predictions)}; "
-        f"accuracy records: {len(results.accuracy)}; instrument checks: {len(results.checks)}.",
+        f"accuracy records: {len(results.accuracy)}; instrument checks: {len(results.checks)}; "
+        f"serving records (one per rate): {len(results.serving)}.",
         "Weights: "
-        + ", ".join(f"{w} ({n} points)" for w, n in weights.items())
+        + ", ".join(f"{w} ({n} records)" for w, n in weights.items())
         + (". Random weights: timing and memory are real, outputs are not." if "random" in weights else "."),
         "Suite versions: " + ", ".join(f"{v} ({n})" for v, n in sorted(results.suite_versions.items())) + ".",
         hardware,
