@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := $(VENV)/.extras
 
-.PHONY: install bench bench-vllm smoke report test test-fast test-oldest test-vllm lint docs clean gpu-study
+.PHONY: install bench bench-vllm bench-serve smoke report test test-fast test-oldest test-vllm lint docs clean gpu-study
 
 install: $(STAMP)
 
@@ -92,6 +92,11 @@ test-vllm: $(VLLM_STAMP)
 
 bench-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/hired-bench run --engine vllm --method hired --budget 0.2 --batch 4
+
+# the same methods under load: vLLM's server at two request rates (docs/engines.md, serve-bench)
+bench-serve: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/hired-bench serve-bench --method hired --budget 0.2 --rate 2,inf --requests 24 \
+		--slo-ttft-ms 1000 --output results/serving.jsonl
 
 docs: install  # the methods tables of docs/methods.md, from the methods' specs
 	$(BIN)/hired-bench methods --update docs/methods.md

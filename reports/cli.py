@@ -96,7 +96,7 @@ def compare(
     from reports.sections import build_compare
 
     loaded = _load(results, out)
-    machines = sorted({machine(r) for r in loaded.points})
+    machines = sorted({machine(r) for r in [*loaded.points, *loaded.serving]})
     if len(machines) < 2:
         raise fail(f"compare needs results from two machines or more; found {', '.join(machines) or 'none'}")
     try:

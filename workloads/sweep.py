@@ -11,7 +11,9 @@
     alpha = 0.5                         # any of the method's parameters; a list is an axis of the grid
 
 Optional top-level keys: weights, dtype, device, fidelity, prompt, warmup, repeats, min_duration,
-seed, memory_cap, engines, accelerators (Ray GPU types: the grid once per type, with --ray), output.
+seed, memory_cap, engines, accelerators (Ray GPU types: the grid once per type, with --ray), output, and
+`serving = { rates = [1, 4, inf], requests = 32 }` (optional: concurrency, slo_ttft_ms), which makes the
+grid a serving grid: each method and budget served by vLLM (`hired-bench serve-bench`) at each rate.
 The baseline (`none`) is measured whether listed or not;
 `name = "all"` is every method defined at the budgets. Identical points are planned once.
 """
@@ -55,7 +57,9 @@ TOP_KEYS = {
     },
     "output": str,
     "methods": list,
+    "serving": dict,  # a serving grid (hired-bench serve-bench): rates, requests, concurrency, slo_ttft_ms
 }
+SERVING_KEYS = {"rates": list, "requests": int, "concurrency": int, "slo_ttft_ms": (int, float)}
 REQUIRED = ("models", "batch_sizes", "methods")
 ENTRY_KEYS = {"name", "budgets", "fidelity"}  # plus the method's own parameters (hired.spec)
 
@@ -67,6 +71,7 @@ class Sweep:
     output: Path
     points: list[Point]
     duplicates: int = 0  # identical points the file asks for more than once (measured once)
+    serving: dict | None = None  # a serving grid's load: rates, requests, concurrency, slo_ttft_ms
 
 
 def _fail(source: str, key: str, message: str) -> InputError:
@@ -230,6 +235,11 @@ def load_sweep(path: Path) -> Sweep:
         raise _fail(
             source, "engines", f'must be a non-empty list such as ["eager", "compiled"], got {engines!r}'
         )
+    serving = _serving(source, data["serving"]) if "serving" in data else None
+    if serving is not None:
+        if "engines" in data and data["engines"] != ["vllm"]:
+            raise _fail(source, "engines", "a serving grid runs on the vllm engine: leave engines out")
+        engines = ["vllm"]
     accelerators = data.get("accelerators", [None])
     if "accelerators" in data and not (
         accelerators and all(isinstance(a, str) and a.strip() for a in accelerators)
@@ -250,4 +260,30 @@ def load_sweep(path: Path) -> Sweep:
     except ValueError as exc:  # an engine a method cannot run on, a method a model cannot run
         raise InputError(f"{source}: {exc}") from None
     output = Path(data.get("output", f"results/{path.stem}.jsonl"))
-    return Sweep(path.stem, data.get("description", ""), output, plan.points, plan.duplicates)
+    return Sweep(path.stem, data.get("description", ""), output, plan.points, plan.duplicates, serving)
+
+
+def _serving(source: str, table) -> dict:
+    """A serving grid's load, checked: rates above 0 (inf: all at once), at least one request."""
+    _unknown(source, "serving.", table, SERVING_KEYS)
+    for key, kind in SERVING_KEYS.items():
+        if key in table and (not isinstance(table[key], kind) or isinstance(table[key], bool)):
+            raise _fail(source, f"serving.{key}", f"must be a {getattr(kind, '__name__', 'number')}")
+    rates = table.get("rates")
+    if not rates or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
+        raise _fail(
+            source, "serving.rates", f"must be a non-empty list of rates above 0 (or inf), got {rates!r}"
+        )
+    requests = table.get("requests", 32)
+    if requests < 1:
+        raise _fail(source, "serving.requests", f"must be at least 1, got {requests}")
+    if table.get("concurrency", 1) < 1:
+        raise _fail(source, "serving.concurrency", f"must be at least 1, got {table['concurrency']}")
+    if table.get("slo_ttft_ms", 1) <= 0:
+        raise _fail(source, "serving.slo_ttft_ms", f"must be above 0, got {table['slo_ttft_ms']}")
+    return {
+        "rates": tuple(dict.fromkeys(float(r) for r in rates)),
+        "requests": requests,
+        "concurrency": table.get("concurrency"),
+        "slo_ttft_ms": table.get("slo_ttft_ms"),
+    }

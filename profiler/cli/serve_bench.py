@@ -72,25 +72,36 @@ def serve_bench(
         options.check_plan(plan.points)
     except (InputError, ValueError) as exc:
         raise fail(str(exc)) from None
+    from profiler.serving.bench import Load
+
+    serve(
+        plan.points, Load(load_rates, requests, concurrency, slo_ttft_ms, seed), output, resume, ready_timeout
+    )
+
+
+def serve(points: list, load, output: Path, resume: bool, ready_timeout: float = 600.0) -> list[dict]:
+    """The planned points (one model) under `load`, each rate's record appended; prints the table."""
     from profiler.cli.tables import serving_table
     from profiler.results.store import new_run_id
-    from profiler.serving.bench import Load, pending, run_serving
+    from profiler.serving.bench import pending, run_serving
 
-    load = Load(load_rates, requests, concurrency, slo_ttft_ms, seed)
-    todo = pending(plan.points, load, output, resume)
+    if len({p.model_group for p in points}) > 1:
+        raise fail("serve-bench serves one model at a time (one --model, weights, dtype and device)")
+    todo = pending(points, load, output, resume)
     if not todo:
         say(f"nothing to do: {output} has every point")
-        return
-    folder, hardware, dtype, device = _served(plan.points[0])
+        return []
+    folder, hardware, dtype, device = _served(points[0])
     for note in folder.notes:
         say(f"  {note}")
+    run_id = new_run_id()
     records = list(
-        run_serving(todo, load, output, new_run_id(), folder, hardware, dtype, device, say, ready_timeout)
+        run_serving(todo, load, output, run_id, folder, hardware, dtype, device, say, ready_timeout)
     )
-    out.print(
-        serving_table(records, f"{folder.name} ({folder.weights} weights, {dtype}, {device}) under load")
-    )
+    title = f"{folder.name} ({folder.weights} weights, {dtype}, {device}) under load"
+    out.print(serving_table(records, title))
     say(f"records appended to {output}")
+    return records
 
 
 def _served(point):

@@ -63,6 +63,8 @@ def sweep(
             options.check_plan(spec.points, f"{spec.name}.toml: models: ", worker_gpu)
             print_plan(spec, worker_gpu)
             return
+        if spec.serving is not None:
+            return serve_sweep(spec, output, resume, ray)
         todo = check_sweep(spec, output, resume, isolate, force, agreement, ray, ray_cpus_per_point, yes)
     except InputError as exc:
         raise fail(str(exc)) from None
@@ -85,6 +87,27 @@ def sweep(
         f"· records in {output}"
     )
     if counts["error"]:
+        raise typer.Exit(code=1)
+
+
+def serve_sweep(spec, output: Path, resume: bool, ray) -> None:
+    """A serving grid: its methods and budgets served by vLLM at each rate (serve-bench), one model."""
+    from dataclasses import replace
+
+    from profiler.cli.serve_bench import serve
+    from profiler.serving.bench import Load
+
+    if ray is not None:
+        raise InputError(f"{spec.name}.toml: serving: a serving grid runs here, not on Ray")
+    options.check_plan(spec.points, f"{spec.name}.toml: models: ")
+    points = list({replace(p, batch_size=1).key: replace(p, batch_size=1) for p in spec.points}.values())
+    serving = spec.serving
+    load = Load(
+        serving["rates"], serving["requests"], serving["concurrency"], serving["slo_ttft_ms"], points[0].seed
+    )
+    say(f"sweep {spec.name}: serving {len(points)} settings at {len(load.rates)} rates -> {output}")
+    records = serve(points, load, output, resume)
+    if any(r["status"] != "ok" for r in records):
         raise typer.Exit(code=1)
 
 

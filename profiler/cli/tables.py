@@ -113,7 +113,7 @@ def serving_table(records: list[dict], title: str) -> Table:
         kv = m.get("kv_cache") or {}
 
         def ms(name: str, stat: str, m=m) -> str:
-            return fmt((m.get(name) or {}).get(stat), scale=1e3)
+            return fmt((m.get(name) or {}).get(stat), ",.4g", scale=1e3)
 
         table.add_row(
             *head,

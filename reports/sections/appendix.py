@@ -13,6 +13,8 @@ def failed(record: dict) -> str:
 
 
 def appendix_section(results: Results) -> Section:
+    if not results.points:  # a serving-only report: its records are all in their sections' tables
+        return Section("Every point", ["No point records: every serving record is in its section's table."])
     rows = []
     for r in sorted(results.points, key=lambda r: (workload(r), r["config"]["batch_size"], method_key(r))):
         c, ok = r["config"], r["status"] == "ok"

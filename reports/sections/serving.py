@@ -40,7 +40,7 @@ def serving_title(key: tuple) -> str:
 
 def _ms(record: dict, metric: str, stat: str) -> str:
     found = (record.get("metrics") or {}).get(metric) or {}
-    return fmt(found.get(stat), scale=1e3)
+    return fmt(found.get(stat), ",.4g", scale=1e3)
 
 
 def rate_table(rows: list[dict]) -> Table:

@@ -346,3 +346,50 @@ def test_a_vllm_workload_shows_its_kv_cache_against_the_baseline(tmp_path):
     assert f"| 4 | hired | 20% | {statistics.median(hired['blocks']):g} | {blocks:.2f}× |" in text
     assert f"| {hired['max_concurrency']:.0f} | {concurrency:.2f}× |" in text
     assert blocks < 0.5 and concurrency > 2  # 20% of the visual tokens: a fraction of the blocks
+
+
+SERVING = Path(__file__).parents[1] / "fixtures" / "serving" / "cpu.jsonl"
+
+
+def test_serving_records_get_a_section_with_the_rate_plot_and_the_rate_sustained_under_the_slo(tmp_path):
+    """A real serve-bench run (tiny-vllm on this CPU: none, hired and pool at 20%, rates 1, 4 and all at
+    once, SLO 500 ms; raw values stripped): its section, figure and tables hold the records' numbers."""
+    rows = [json.loads(line) for line in SERVING.read_text().splitlines()]
+    result = RUNNER.invoke(app, ["report", str(SERVING), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    text = (tmp_path / "report.md").read_text()
+    assert "## Under load 1: tiny-vllm" in text and "9 serving records" in result.stderr
+    image = Image.open(tmp_path / "figures" / "serving-1.png")
+    assert image.size[0] > 1000 and len(np.unique(np.asarray(image.convert("L")))) > 10
+    for r in rows:
+        m, c = r["metrics"], r["config"]
+        p99 = f"{m['ttft_s']['p99'] * 1e3:,.4g}"
+        assert (
+            f"| {c['method']} | 20% | {c['request_rate']} |" in text
+            or f"| none | 100% | {c['request_rate']} |" in text
+        )
+        assert f"| {p99} |" in text
+    for method in ("none", "hired", "pool"):
+        mine = [r for r in rows if r["config"]["method"] == method and r["metrics"]["ttft_s"]["p99"] <= 0.5]
+        best = max(mine, key=lambda r: float(r["config"]["request_rate"]))["config"]["request_rate"]
+        budget = "100%" if method == "none" else "20%"
+        assert f"| {method} | {budget} | {best} |" in text.split("highest rate with TTFT p99")[1]
+
+
+def test_compare_puts_serving_records_of_two_machines_side_by_side(tmp_path):
+    other = tmp_path / "other.jsonl"
+    lines = []
+    for line in SERVING.read_text().splitlines():
+        r = json.loads(line)
+        r["hardware"]["cpu"] = "a second CPU"
+        r["metrics"]["ttft_s"]["p99"] *= 2
+        lines.append(json.dumps(r))
+    other.write_text("\n".join(lines) + "\n")
+    result = RUNNER.invoke(app, ["compare", str(SERVING), str(other), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.stderr
+    text = (tmp_path / "cmp" / "report.md").read_text()
+    assert "CPU (a second CPU): TTFT p99 ms" in text and "CPU (AMD EPYC): served req/s" in text
+    hired = next(json.loads(x) for x in SERVING.read_text().splitlines() if '"hired"' in x)
+    p99 = hired["metrics"]["ttft_s"]["p99"] * 1e3
+    rate = hired["config"]["request_rate"]
+    assert f"| hired | 20% | {rate} | {p99:,.4g} |" in text and f"| {p99 * 2:,.4g} |" in text  # machine order

@@ -121,6 +121,16 @@ def test_points_order_and_keys(tmp_path):
         (SMALL + "alpha = 0.5\n", "methods[1].alpha: random takes no such parameter"),
         (SMALL.replace("warmup = 0", 'warmup = "none"'), "warmup: must be a int, got str"),
         ("models = [", "not valid TOML"),
+        (
+            "serving = { rates = [0, 2] }\n" + SMALL,
+            "serving.rates: must be a non-empty list of rates above 0",
+        ),
+        ("serving = { rates = [1], requests = 0 }\n" + SMALL, "serving.requests: must be at least 1"),
+        ("serving = { rate = [1] }\n" + SMALL, "serving.rate: unknown key (did you mean 'rates'?)"),
+        (
+            'serving = { rates = [1] }\nengines = ["eager"]\n' + SMALL,
+            "engines: a serving grid runs on the vllm engine",
+        ),
     ],
 )
 def test_sweep_file_errors_name_the_key(tmp_path, text, message):
@@ -478,3 +488,18 @@ def test_all_on_the_vllm_engine_passes_over_what_vllm_cannot_run(monkeypatch):
     assert ("none", 1.0) in on["vllm"] and ("resize", 0.2) in on["vllm"]
     # the baseline is planned per engine, and vLLM's points are a runner group of their own
     assert len({p.runner_group for p in plan.points}) == 2
+
+
+def test_a_serving_table_makes_the_grid_a_serving_grid_on_vllm(tmp_path, monkeypatch):
+    import hired.vllm_plugin
+
+    monkeypatch.setattr(hired.vllm_plugin, "vllm_missing", lambda: None)
+    text = "serving = { rates = [1, 4, inf], requests = 8, slo_ttft_ms = 500 }\n" + SMALL
+    sweep = load_sweep(write(tmp_path, text))
+    assert sweep.serving == {
+        "rates": (1.0, 4.0, float("inf")),
+        "requests": 8,
+        "concurrency": None,
+        "slo_ttft_ms": 500,
+    }
+    assert {p.engine for p in sweep.points} == {"vllm"}
