@@ -97,10 +97,15 @@ def why_not(name: str, model: str, anyres: bool, engine: str, budget: float | No
     return None
 
 
-def engine_refusal(engines: tuple[str, ...], fidelities) -> str | None:
+def engine_refusal(engines: tuple[str, ...], fidelities, memory_cap: str | None = None) -> str | None:
     """What the asked engines cannot do at all, before any method is looked at; None when they can."""
     if "vllm" not in engines:
         return None
+    if memory_cap is not None:
+        return (
+            "--memory-cap caps PyTorch's allocator; vLLM sizes its own KV cache (gpu_memory_utilization): "
+            "not with the vllm engine"
+        )
     if any(f != "paper" for f in fidelities):
         return (
             f"the vllm engine runs paper fidelity only: the released codes' counts depend on what the "
@@ -167,7 +172,8 @@ def plan_points(
     if unknown:
         raise ValueError(f"unknown engine {unknown[0]!r} (use {', '.join(ENGINES)})")
     measured = {(m, e): head + runnable(m, e, expanded) for m in models for e in engines}
-    refusal = engine_refusal(engines, fidelities)  # after the methods': those say more
+    # after the methods' refusals: those say more
+    refusal = engine_refusal(engines, fidelities, common.get("memory_cap"))
     if refusal:
         raise ValueError(refusal)
     planned = sum(map(len, measured.values())) * len(accelerators) * len(inputs) * len(batch_sizes)

@@ -99,32 +99,16 @@ class Runner:
             config["method_params"] = params
             torch.manual_seed(settings.seed)
             compile_s = self._compile(workload, point)
-            for _ in range(settings.warmup):
-                run_request(self.lm, workload, point)
-                self.on_request()
-            per_request, torch_peaks, readings = [], [], []
-            host_window = reset_host_peak()  # the host peak covers the measured requests only
-            started = self.clock()
-            while len(per_request) < settings.repeats or self.clock() - started < settings.min_duration:
-                reset_torch_peak(self.lm.device)
-                if self.sampler:
-                    self.sampler.begin()
-                try:
-                    result = run_request(self.lm, workload, point)
-                finally:  # the sampler stops even when the request fails
-                    if self.sampler:
-                        readings.append(self.sampler.end())
-                torch_peaks.append(torch_peak_gib(self.lm.device))
-                per_request.append(
-                    request_metrics(
-                        result.times,
-                        result.steps,
-                        workload.batch_size,
-                        workload.new_tokens,
-                        result.batch.prompt_tokens,
-                    )
+            results, torch_peaks, readings, host_window = self.repeat(
+                lambda: run_request(self.lm, workload, point), settings
+            )
+            per_request = [
+                request_metrics(
+                    r.times, r.steps, workload.batch_size, workload.new_tokens, r.batch.prompt_tokens
                 )
-                self.on_request()
+                for r in results
+            ]
+            result = results[-1]
             traced = self._trace(workload, point, settings.trace_path(point))
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
             failure = ("oom", error_message(exc), self._memory_now())
@@ -161,6 +145,30 @@ class Runner:
             metrics["unavailable"]["agreement"] = missing
         outputs = result.tokens.tolist() if settings.save_outputs else None
         return make_record(self.run_id, "ok", config, self.hardware, metrics, outputs=outputs)
+
+    def repeat(
+        self, request: Callable[[], object], settings: MeasureSettings
+    ) -> tuple[list, list, list, bool]:
+        """The warm-up requests, then measured ones until both the repeats and the minimum duration are
+        reached: (their results, torch peaks, NVML sampler readings, whether the host peak covers them)."""
+        for _ in range(settings.warmup):
+            request()
+            self.on_request()
+        results, torch_peaks, readings = [], [], []
+        host_window = reset_host_peak()  # the host peak covers the measured requests only
+        started = self.clock()
+        while len(results) < settings.repeats or self.clock() - started < settings.min_duration:
+            reset_torch_peak(self.lm.device)
+            if self.sampler:
+                self.sampler.begin()
+            try:
+                results.append(request())
+            finally:  # the sampler stops even when the request fails
+                if self.sampler:
+                    readings.append(self.sampler.end())
+            torch_peaks.append(torch_peak_gib(self.lm.device))
+            self.on_request()
+        return results, torch_peaks, readings, host_window
 
     def _agreement(self, workload: Workload, point: Point, asked: bool) -> tuple[dict | None, str | None]:
         """(metrics.agreement, why it is missing): one more request, after the timed ones and outside

@@ -26,20 +26,14 @@ def open_runner(
 ) -> Runner:
     """A Runner with its model loaded; close it (runner.close()) to end the sampler process."""
     dev = resolve_device(device)
-    nvml, reason = Nvml.open(dev)
-    baseline = gib(nvml.device_used_bytes()) if nvml else None  # before anything of ours is on the GPU
+    nvml, reason, baseline = open_nvml(dev)
     if memory_cap_gib is not None:
         try:
             apply_memory_cap(dev, memory_cap_gib)  # before loading, so the weights count against it
         except ValueError as exc:
             raise InputError(str(exc)) from None
     lm = load_model(model, weights, dtype, device, seed)
-    sampler = None
-    if nvml is not None:
-        try:
-            sampler = SamplerProcess(nvml.uuid, nvml_module=nvml_module)
-        except NvmlUnavailable as exc:
-            reason = f"NVML sampler: {exc}"
+    sampler, reason = open_sampler(nvml, reason, nvml_module)
     return Runner(
         lm,
         run_id,
@@ -50,3 +44,21 @@ def open_runner(
         baseline_device_gib=baseline,
         memory_cap_gib=memory_cap_gib,
     )
+
+
+def open_nvml(device) -> tuple[Nvml | None, str | None, float | None]:
+    """(NVML on the device, why not, the device's memory in use before anything of ours is on it)."""
+    nvml, reason = Nvml.open(device)
+    return nvml, reason, gib(nvml.device_used_bytes()) if nvml else None
+
+
+def open_sampler(
+    nvml: Nvml | None, reason: str | None, nvml_module: str
+) -> tuple[SamplerProcess | None, str | None]:
+    """The NVML sampler process (per-request memory and energy), or None and why not."""
+    if nvml is None:
+        return None, reason
+    try:
+        return SamplerProcess(nvml.uuid, nvml_module=nvml_module), reason
+    except NvmlUnavailable as exc:
+        return None, f"NVML sampler: {exc}"

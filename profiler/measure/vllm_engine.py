@@ -104,6 +104,7 @@ def start_engine(
         os.environ[name] = value
     if device.type == "cpu":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its per-step notes would bury the table
     torchvision_cpu.install()
     from vllm import LLM
 

@@ -11,12 +11,7 @@ import torch
 
 from hired.methods import METHODS, method_params
 from hired.shape import shape_of
-from profiler.instruments.torch_memory import (
-    host_peak_rss_gib,
-    reset_host_peak,
-    reset_torch_peak,
-    torch_peak_gib,
-)
+from profiler.instruments.torch_memory import host_peak_rss_gib
 from profiler.measure.runner import Runner, aggregate, inputs_key, isolation_warnings, variance_warnings
 from profiler.measure.settings import MeasureSettings
 from profiler.measure.stats import summarize
@@ -76,26 +71,12 @@ class VllmRunner(Runner):
             config["method_params"] = params
             started = self._engine_for(point, params, workload, settings.seed)
             config["engine_options"] = self.engine.options
-            for _ in range(settings.warmup):
-                run_batch(self.engine, folder, workload.images, workload.prompt, workload.new_tokens)
-                self.on_request()
-            per_request, torch_peaks, readings, traces = [], [], [], []
-            host_window = reset_host_peak()  # the host peak covers the measured requests only
-            begun = self.clock()
-            while len(per_request) < settings.repeats or self.clock() - begun < settings.min_duration:
-                reset_torch_peak(self.lm.device)
-                if self.sampler:
-                    self.sampler.begin()
-                try:
-                    traces = run_batch(
-                        self.engine, folder, workload.images, workload.prompt, workload.new_tokens
-                    )
-                finally:
-                    if self.sampler:
-                        readings.append(self.sampler.end())
-                torch_peaks.append(torch_peak_gib(self.lm.device))
-                per_request.append(batch_metrics(traces, workload.new_tokens))
-                self.on_request()
+            batches, torch_peaks, readings, host_window = self.repeat(
+                lambda: run_batch(self.engine, folder, workload.images, workload.prompt, workload.new_tokens),
+                settings,
+            )
+            per_request = [batch_metrics(traces, workload.new_tokens) for traces in batches]
+            traces = batches[-1]
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
             failure = ("oom", error_message(exc))
         except Exception as exc:
@@ -189,12 +170,21 @@ class VllmRunner(Runner):
 
 
 def open_vllm_runner(
-    *, model: str, weights: str, dtype: str, device: str, seed: int, run_id: str, nvml_module: str = "pynvml"
+    *,
+    model: str,
+    weights: str,
+    dtype: str,
+    device: str,
+    seed: int,
+    run_id: str,
+    memory_cap_gib: float | None = None,
+    nvml_module: str = "pynvml",
 ) -> VllmRunner:
-    """A VllmRunner for a model group (its engines start per point): the model folder, NVML, hardware."""
+    """A VllmRunner for a model group (its engines start per point): the model folder, NVML, hardware.
+    A memory cap is refused when planning (vLLM sizes its own KV cache)."""
+    assert memory_cap_gib is None, "refused when planning: workloads.plan.engine_refusal"
     from profiler.instruments.hardware import fingerprint
-    from profiler.instruments.nvml import Nvml, NvmlUnavailable, SamplerProcess
-    from profiler.results.schema import gib
+    from profiler.measure.session import open_nvml, open_sampler
     from workloads.device import resolve_device, resolve_dtype, resolve_model_name
     from workloads.folder import model_folder
 
@@ -204,14 +194,8 @@ def open_vllm_runner(
     if model == "auto":
         where = "a GPU" if dev.type == "cuda" else "no GPU found, CPU"
         folder.notes.insert(0, f"model auto -> {name} ({where})")
-    nvml, reason = Nvml.open(dev)
-    baseline = gib(nvml.device_used_bytes()) if nvml else None
-    sampler = None
-    if nvml is not None:
-        try:
-            sampler = SamplerProcess(nvml.uuid, nvml_module=nvml_module)
-        except NvmlUnavailable as exc:
-            reason = f"NVML sampler: {exc}"
+    nvml, reason, baseline = open_nvml(dev)
+    sampler, reason = open_sampler(nvml, reason, nvml_module)
     served = ServedModel(folder, dev, resolve_dtype(dtype, dev))
     hardware = fingerprint(dev, nvml)
     return VllmRunner(

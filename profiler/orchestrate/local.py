@@ -31,21 +31,11 @@ def planned_config(point: Point, sweep: str | None) -> dict:
 def open_group_runner(first: Point, run_id: str, observer: Observer | None = None):
     """The runner (its model built) for the model group of `first`; vLLM's starts its engines per point."""
     if first.engine == "vllm":
-        from profiler.measure.vllm_runner import open_vllm_runner
+        from profiler.measure.vllm_runner import open_vllm_runner as opener
+    else:
+        from profiler.measure.session import open_runner as opener
 
-        runner = open_vllm_runner(
-            model=first.model,
-            weights=first.weights,
-            dtype=first.dtype,
-            device=first.device,
-            seed=first.seed,
-            run_id=run_id,
-        )
-        runner.on_request = (observer or Observer()).request
-        return runner
-    from profiler.measure.session import open_runner
-
-    runner = open_runner(
+    runner = opener(
         model=first.model,
         weights=first.weights,
         dtype=first.dtype,

@@ -124,6 +124,7 @@ CASES = [
         "the vllm engine runs paper fidelity only",
     ),
     (["oom-boundary", *TINY, "--engine", "vllm"], 2, "vLLM schedules what fits in its KV cache"),
+    (["run", *TINY, "--engine", "vllm", "--memory-cap", "8GiB"], 2, "vLLM sizes its own KV cache"),
     # serve-bench: its load, and what vLLM cannot serve (before any server starts)
     (["serve-bench", *TINY, "--rate", "0"], 2, "--rate must be above 0 requests per second"),
     (["serve-bench", *TINY, "--rate", "-2"], 2, "--rate must be above 0 requests per second"),
