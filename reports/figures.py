@@ -564,7 +564,8 @@ def by_rate(records: list[dict], title: str) -> MplFigure:
             for r in sorted(rows, key=lambda r: positions[r["config"]["request_rate"]]):
                 x = positions[r["config"]["request_rate"]]
                 found = (r.get("metrics") or {}).get(metric) if r["status"] == "ok" else None
-                y = found.get(stat) if isinstance(found, dict) else found
+                y = found.get(stat) if isinstance(found, dict) and stat else found
+                y = y if isinstance(y, (int, float)) else None
                 if y is None:
                     _mark_failure(ax, x, r["status"] if r["status"] != "ok" else "n/a")
                 else:

@@ -415,6 +415,8 @@ def problem(record: dict) -> str | None:
         return None if record["verdict"] in VERDICTS else f"unknown verdict {record['verdict']!r}"
     if kind == "prediction":
         return None
+    if kind == "serving" and not is_rate(record["config"]["request_rate"]):
+        return "config.request_rate is not a rate (requests/s above 0, or inf)"
     budget = record["config"]["budget"]
     if isinstance(budget, str) and budget != "adaptive":
         return "config.budget is not a number"
@@ -427,6 +429,10 @@ def problem(record: dict) -> str | None:
     if kind == "point" and record["status"] == "ok" and not record.get("metrics"):
         return "an ok record with null metrics"
     return None
+
+
+def is_rate(value) -> bool:
+    return value == "inf" or (is_number(value) and value > 0)
 
 
 def _accuracy_problem(record: dict, metrics) -> str | None:

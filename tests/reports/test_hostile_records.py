@@ -15,6 +15,7 @@ from reports.data import Results, load_results, problem
 from reports.sections import build_compare, build_report
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "results"
+SERVING = Path(__file__).parents[1] / "fixtures" / "serving" / "cpu.jsonl"
 # a list, an object, text, a huge and a negative number, null, a boolean, a fraction
 WRONG = [[7], {"x": 1}, "x", 10**12, -1, None, True, 0.5]
 
@@ -43,7 +44,8 @@ def sample_records() -> list[dict]:
     ok["metrics"]["unavailable"] = {"energy_j": "no counter"}
     failed = next(p for p in loaded.points if p["status"] != "ok")
     check = check_record(Check("ttft_clock", 1.0, 1.01, "pass"), "r", {"gpu_name": "GPU A"}, {"model": "x"})
-    return [ok, failed, loaded.boundaries[0], loaded.predictions[0], accuracy_record(), check]
+    serving = json.loads(SERVING.read_text().splitlines()[1])  # a real serve-bench record (raw values cut)
+    return [ok, failed, loaded.boundaries[0], loaded.predictions[0], accuracy_record(), check, serving]
 
 
 def paths(value, path=()):
@@ -90,6 +92,7 @@ def test_every_wrong_typed_field_is_refused_or_reported(tmp_path):
         "prediction": results.predictions,
         "accuracy": results.accuracy,
         "instrument_check": results.checks,
+        "serving": results.serving,
     }
     base = load_results([FIXTURES])
     for name in ("points", "boundaries", "predictions"):
