@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import importlib.metadata
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -53,6 +54,28 @@ class Engine:
         del engine
         gc.collect()
         cleanup_dist_env_and_memory()
+
+
+def import_vllm():
+    """vLLM, imported so that a closed engine is freed. vLLM keeps some optional imports' errors in module
+    globals (e.g. torchcodec's, which a CPU install lacks); their tracebacks pin every frame that was on
+    the stack at the first import, with the locals those frames end with (an engine, its KV cache). The
+    tracebacks are dropped; the errors stay."""
+    torchvision_cpu.install()
+    import vllm
+    from vllm import LLM, SamplingParams  # noqa: F401  (the heavy, lazy part of the import)
+
+    drop_import_tracebacks()
+    return vllm
+
+
+def drop_import_tracebacks() -> None:
+    """The tracebacks of exceptions vLLM's modules keep (see import_vllm); the model's modules load later."""
+    for name, module in list(sys.modules.items()):
+        if name == "vllm" or name.startswith("vllm."):
+            for value in list(vars(module).values()):
+                if isinstance(value, BaseException):
+                    value.__traceback__ = None
 
 
 def max_concurrency(num_blocks: int, block_size: int, tokens: int) -> float:
@@ -105,8 +128,7 @@ def start_engine(
     if device.type == "cpu":
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its per-step notes would bury the table
-    torchvision_cpu.install()
-    from vllm import LLM
+    LLM = import_vllm().LLM
 
     options = {
         "hf_overrides": engine_overrides(point.method, point.budget, point.fidelity, params, keep_selections),
@@ -128,6 +150,7 @@ def start_engine(
         **{k: v for k, v in options.items() if k != "vllm_version"},
     )
     start_s = time.perf_counter() - started
+    drop_import_tracebacks()
     vllm_config = llm.llm_engine.vllm_config
     scheduler = vllm_config.scheduler_config
     options.update(  # what vLLM chose for this model and machine

@@ -2,6 +2,8 @@
 the stock model gives the same tokens and first-token log-probabilities, and each vision-stage method
 keeps the very positions, and counts, that `run` keeps with transformers. Needs the [vllm] extra."""
 
+import sys
+
 import pytest
 import torch
 
@@ -193,3 +195,29 @@ def test_run_on_the_vllm_engine_writes_whole_records_with_what_only_an_engine_ha
     assert records[1]["metrics"]["visual_tokens"]["kept"] == [576, 576]  # round(0.2 * 2880)
     assert records[1]["metrics"]["agreement"]["kl_first"] is None
     assert records[1]["metrics"]["kv_cache"]["blocks"][0] < records[0]["metrics"]["kv_cache"]["blocks"][0]
+
+
+FREED = """
+import gc, weakref, torch
+from profiler.measure.vllm_engine import start_engine
+from workloads.folder import model_folder
+from workloads.point import Point
+folder = model_folder("tiny-vllm", "random")
+started = start_engine(folder, Point("none"), {}, torch.float32, torch.device("cpu"), 0)
+gone = weakref.ref(started.llm)
+started.close()
+del started
+gc.collect()
+print("freed" if gone() is None else "alive")
+"""
+
+
+def test_a_closed_engine_is_freed():
+    """vLLM keeps some import errors with their tracebacks, which would pin the frame that started the
+    first engine, and so that engine and its KV cache, for ever: a closed engine must be garbage (in a
+    fresh process, where the first engine is the one at stake)."""
+    import subprocess
+
+    need_extra("vllm")
+    done = subprocess.run([sys.executable, "-c", FREED], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1:] == ["freed"], done.stderr[-2000:]
