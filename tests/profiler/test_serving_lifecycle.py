@@ -141,3 +141,18 @@ def test_a_taken_port_is_retried_on_another_and_an_interrupt_stops_the_server(fa
     assert not server_module.port_in_use(server.port)
     records = read_records(tmp_path / "serving.jsonl")
     assert [(r["config"]["request_rate"], r["status"]) for r in records] == [(1.0, "ok")]  # whole lines only
+
+
+@pytest.mark.slow
+def test_resume_skips_the_method_budget_and_rate_points_recorded(fake, tmp_path):
+    from profiler.serving.bench import pending
+
+    load = Load((1.0, 2.0), requests=2)
+    records, out = serve(tmp_path, load, methods=("none",))
+    point = Point("none", 1.0, model="tiny-vllm", new_tokens=5)
+    assert len(records) == 2 and pending([point], load, out, resume=True) == []
+    more = Load((1.0, 2.0, 8.0), requests=2)
+    assert pending([point], more, out, resume=True) == [(point, [8.0])]  # only the new rate
+    assert pending([point], load, out, resume=False) == [(point, [1.0, 2.0])]
+    other = Load((1.0, 2.0), requests=3)  # another load is another point
+    assert pending([point], other, out, resume=True) == [(point, [1.0, 2.0])]
