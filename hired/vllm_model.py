@@ -82,7 +82,7 @@ class HiredProcessor(LlavaNextMultiModalProcessor):
             return super()._call_hf_processor(hf_data, hf_kwargs)
         images = images if isinstance(images, list) else [images]
         method = METHODS[spec["method"]]
-        shown, _ = shown_pictures(method, images, spec["budget"], spec["params"], "paper", config)
+        shown, _ = shown_pictures(method, images, spec["budget"], spec["params"], spec["fidelity"], config)
         processed = super()._call_hf_processor({**hf_data, "images": shown}, hf_kwargs)
         processed["source_sizes"] = torch.tensor([[img.height, img.width] for img in images])
         return processed
@@ -118,6 +118,7 @@ class HiredLlavaNext(LlavaNextForConditionalGeneration):
         self.hired_layers: set[int] = set()
         self.next_layer = None
         self.selections: list = []  # (picture size, kept positions), when the spec asks to keep them
+        self.source_sizes: list | None = None  # (height, width) before a method's picture preparation
         if self.hired_spec is None:
             return
         method = METHODS[self.hired_spec["method"]]
@@ -158,7 +159,7 @@ class HiredLlavaNext(LlavaNextForConditionalGeneration):
         spec = self.hired_spec
         method = METHODS[spec["method"]]
         sizes = [tuple(int(v) for v in size) for size in image_input["image_sizes"]]
-        sources = getattr(self, "source_sizes", None)
+        sources = self.source_sizes
         base_only = [False] * len(sizes)
         if sources is not None and method.prepare is not None:
             plan = method.prepare([(w, h) for h, w in sources], spec["budget"], spec["params"], self.config)

@@ -51,8 +51,9 @@ def request_metrics(
 def agreement(reference_tokens, reference_logits, tokens, logits) -> dict:
     """How closely a request followed the full model's on the same inputs (EffiVLM-Bench's loyalty).
 
-    tokens: (B, T) generated ids; logits: (B, V) raw logits of the first generated token; the
-    reference ones are the baseline's. first_token: share of samples whose first token equals the
+    tokens: (B, T) generated ids; logits: (B, V) raw logits of the first generated token, or None where
+    the engine returns no full distribution (vLLM: kl_first is then None); the reference ones are the
+    baseline's. first_token: share of samples whose first token equals the
     baseline's; prefix: per sample, leading tokens equal to the baseline's over T; kl_first: per
     sample KL(baseline || method) of the first-token distribution, in nats.
     """
@@ -62,12 +63,14 @@ def agreement(reference_tokens, reference_logits, tokens, logits) -> dict:
 
     same = reference_tokens.eq(tokens)
     leading = same.int().cumprod(dim=1).sum(dim=1)  # tokens equal before the first difference
+    shares = {
+        "first_token": same[:, 0].double().mean().item(),
+        "prefix": summarize((leading / tokens.shape[1]).tolist()),
+    }
+    if logits is None or reference_logits is None:
+        return {**shares, "kl_first": None}
     base = torch.log_softmax(reference_logits.double(), dim=-1)
     ours = torch.log_softmax(logits.double(), dim=-1)
     # where the baseline gives a token probability 0 it adds nothing, whatever the method gives it
     terms = torch.where(base.isneginf(), 0.0, base.exp() * (base - ours))
-    return {
-        "first_token": same[:, 0].double().mean().item(),
-        "prefix": summarize((leading / tokens.shape[1]).tolist()),
-        "kl_first": summarize(terms.sum(dim=-1).clamp(min=0.0).tolist()),
-    }
+    return {**shares, "kl_first": summarize(terms.sum(dim=-1).clamp(min=0.0).tolist())}

